@@ -1,0 +1,74 @@
+//! The protocol-free reverse-proxy core.
+//!
+//! Frontends (`proxy-http1`, and later HTTP/2 and HTTP/3) turn connections into calls on the
+//! [`Proxy`] service; upstream protocol crates implement [`Connector`]. Everything in between
+//! (routing, balancing, passive health, retries, timeouts, header policy, rewrites, the error
+//! table and the access log) lives here and never sees a wire type: only the `http` crate's.
+//!
+//! # The request pipeline
+//!
+//! [`Proxy::handle`] runs these phases, in this order:
+//!
+//! ```text
+//!  request ─▶ early ──────────▶ route ───────▶ redirect? ──yes──▶ 3xx
+//!             request id         host, path,      │
+//!             limits 414/431/413 method, headers  no
+//!             dot-segment        404 if none      ▼
+//!             normalisation                    upstream request
+//!                                              hop-by-hop removal, X-Forwarded-*, Forwarded,
+//!                                              Via, Host policy, path rewrite, header rules
+//!                                                 │
+//!                                                 ▼
+//!                         ┌──────────────▶ select endpoint (balancer; skips tried/ejected)
+//!                         │                503 + Retry-After if none
+//!                         │                       │
+//!                         │                       ▼
+//!                         │                connector send (response-header timeout)
+//!                         │                       │ failure: passive health (max_fails),
+//!                  retry if safe ◀────────────────┘ 502/504 when no retry is safe
+//!                                                 │ success
+//!                                                 ▼
+//!                                          upstream response
+//!                                          hop-by-hop removal, Via, header rules,
+//!                                          101 upgrade join
+//!                                                 │
+//!                                                 ▼
+//!                                          log (when the body ends or is dropped)
+//! ```
+//!
+//! A request is retried on another endpoint when the connector proves it was not sent
+//! (connect failure), or when it is idempotent and has no body.
+
+#![forbid(unsafe_code)]
+
+pub mod access_log;
+pub mod balance;
+pub mod body;
+pub mod config;
+pub mod conn;
+pub mod connector;
+pub mod endpoint;
+pub mod error;
+pub mod headers;
+mod proxy;
+pub mod request_id;
+pub mod rewrite;
+pub mod route;
+pub mod template;
+pub mod upgrade;
+pub mod upstream;
+
+#[cfg(test)]
+mod proxy_tests;
+
+#[cfg(any(test, feature = "test-util"))]
+pub mod test_util;
+
+pub use body::ProxyBody;
+pub use config::{HostRewrite, Limits, ProxyConfig, ProxyRoute, RouteAction, Settings};
+pub use conn::{ConnInfo, Scheme};
+pub use connector::{ConnectOptions, Connector, SendFuture};
+pub use endpoint::{Endpoint, PassiveHealth};
+pub use error::{ProxyError, SendError, UpstreamError};
+pub use proxy::{Proxy, collect_body};
+pub use upstream::{HashKey, Timeouts, Upstream, UpstreamPolicy};

@@ -1,0 +1,633 @@
+//! The `Proxy` service: runs the request pipeline in the documented order.
+//!
+//! ```text
+//! early (request id, limits, normalisation)
+//!   -> route (404 when nothing matches)
+//!   -> redirect routes answer here
+//!   -> upstream request (hop-by-hop removal, X-Forwarded-*, Via, Host, rewrite, header rules)
+//!   -> select endpoint -> connector send
+//!        on failure: passive health, retry decision, back to select
+//!   -> upstream response (hop-by-hop removal, Via, header rules, upgrade join)
+//!   -> log (always, when the response body ends or is dropped)
+//! ```
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use arc_swap::ArcSwap;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::uri::PathAndQuery;
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body_util::BodyExt;
+use tokio::time::Instant;
+
+use crate::access_log::{AccessEntry, ResponseBody};
+use crate::balance::hash_key;
+use crate::body::{self, BodyError, ProxyBody};
+use crate::config::{HostRewrite, ProxyConfig, ProxyRoute, RouteAction};
+use crate::conn::ConnInfo;
+use crate::endpoint::HealthChange;
+use crate::error::{ProxyError, SendError, UpstreamError};
+use crate::headers::{X_REQUEST_ID, remove_hop_by_hop};
+use crate::request_id;
+use crate::rewrite::normalize_path;
+use crate::route::{PathMatch, RouteMatch};
+use crate::template::Vars;
+use crate::upgrade::PendingUpgrade;
+use crate::upstream::{HashKey, Upstream};
+
+/// The protocol-free reverse proxy, as a service from request to response.
+///
+/// Cheap to clone; never fails (errors become responses); reads its configuration from an
+/// [`ArcSwap`], so [`Proxy::reload`] is one atomic pointer swap and requests in flight keep the
+/// configuration they started with.
+#[derive(Clone)]
+pub struct Proxy {
+    config: Arc<ArcSwap<ProxyConfig>>,
+}
+
+impl std::fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Proxy").finish_non_exhaustive()
+    }
+}
+
+/// The request head as it will be sent upstream, kept to replay a request on another endpoint.
+#[derive(Clone)]
+struct UpstreamHead {
+    method: Method,
+    uri: Uri,
+    version: Version,
+    headers: HeaderMap,
+}
+
+impl UpstreamHead {
+    fn into_request(self, body: ProxyBody) -> Request<ProxyBody> {
+        let mut req = Request::new(body);
+        *req.method_mut() = self.method;
+        *req.uri_mut() = self.uri;
+        *req.version_mut() = self.version;
+        *req.headers_mut() = self.headers;
+        req
+    }
+}
+
+/// A client upgrade request waiting for the upstream's answer.
+struct ClientUpgrade {
+    pending: PendingUpgrade,
+    protocol: HeaderValue,
+}
+
+impl Proxy {
+    /// A proxy serving `config`.
+    pub fn new(config: ProxyConfig) -> Self {
+        Proxy {
+            config: Arc::new(ArcSwap::from_pointee(config)),
+        }
+    }
+
+    /// Replaces the configuration; requests already running finish on the old one.
+    pub fn reload(&self, config: ProxyConfig) {
+        self.config.store(Arc::new(config));
+    }
+
+    /// The configuration currently served.
+    pub fn config(&self) -> Arc<ProxyConfig> {
+        self.config.load_full()
+    }
+
+    /// Handles one request from start to finish.
+    pub async fn handle(&self, mut req: Request<ProxyBody>) -> Response<ProxyBody> {
+        let started = Instant::now();
+        let config = self.config.load_full();
+        let conn = req
+            .extensions()
+            .get::<Arc<ConnInfo>>()
+            .cloned()
+            .unwrap_or_else(unknown_conn);
+        let request_id = match req.headers().get(X_REQUEST_ID) {
+            Some(v) if request_id::is_valid(v) => v.clone(),
+            _ => {
+                let id = request_id::generate();
+                req.headers_mut().insert(X_REQUEST_ID, id.clone());
+                id
+            }
+        };
+        let mut entry = Box::new(AccessEntry {
+            started,
+            remote: conn.peer,
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            version: req.version(),
+            host: req.headers().get(header::HOST).cloned(),
+            referer: req.headers().get(header::REFERER).cloned(),
+            user_agent: req.headers().get(header::USER_AGENT).cloned(),
+            request_id: request_id.clone(),
+            status: StatusCode::OK,
+            upstream: None,
+            upstream_header_time: None,
+            attempts: 0,
+            error: None,
+        });
+        let outcome = pipeline(&config, &conn, req, &mut entry).await;
+        let (mut resp, in_flight, idle) = match outcome {
+            Ok(done) => (done.response, done.in_flight, done.idle),
+            Err(err) => {
+                entry.error = Some(err.code());
+                tracing::debug!(
+                    request_id = request_id.to_str().unwrap_or("-"),
+                    error = %err,
+                    code = err.code(),
+                    status = err.status().as_u16(),
+                    "request answered by the proxy"
+                );
+                (err.to_response(), None, None)
+            }
+        };
+        resp.headers_mut().insert(X_REQUEST_ID, request_id);
+        entry.status = resp.status();
+        resp.map(|b| {
+            body::boxed(ResponseBody::new(b, idle, in_flight, Some(entry)))
+        })
+    }
+}
+
+impl tower_service::Service<Request<ProxyBody>> for Proxy {
+    type Response = Response<ProxyBody>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<ProxyBody>) -> Self::Future {
+        let proxy = self.clone();
+        Box::pin(async move { Ok(proxy.handle(req).await) })
+    }
+}
+
+fn unknown_conn() -> Arc<ConnInfo> {
+    let any = SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0));
+    Arc::new(ConnInfo::plain(any, any, 0))
+}
+
+/// A finished upstream exchange: the response plus what its body wrapper must keep alive.
+struct Relayed {
+    response: Response<ProxyBody>,
+    in_flight: Option<crate::endpoint::InFlight>,
+    idle: Option<std::time::Duration>,
+}
+
+impl From<Response<ProxyBody>> for Relayed {
+    fn from(response: Response<ProxyBody>) -> Self {
+        Relayed {
+            response,
+            in_flight: None,
+            idle: None,
+        }
+    }
+}
+
+async fn pipeline(
+    config: &ProxyConfig,
+    conn: &Arc<ConnInfo>,
+    mut req: Request<ProxyBody>,
+    entry: &mut AccessEntry,
+) -> Result<Relayed, ProxyError> {
+    // Early phase: limits and normalisation.
+    let limits = &config.settings.limits;
+    if req.uri().path_and_query().map_or(0, |pq| pq.as_str().len()) > limits.max_uri_len {
+        return Err(ProxyError::UriTooLong);
+    }
+    let header_bytes: usize = req
+        .headers()
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .sum();
+    if header_bytes > limits.max_header_bytes {
+        return Err(ProxyError::HeadersTooLarge);
+    }
+    if let Some(max) = limits.max_body_bytes {
+        if content_length(req.headers()).is_some_and(|len| len > max) {
+            return Err(ProxyError::PayloadTooLarge);
+        }
+    }
+    if let Some(path) = normalize_path(req.uri().path()) {
+        let pq = match req.uri().query() {
+            Some(q) => format!("{path}?{q}"),
+            None => path,
+        };
+        let pq = PathAndQuery::try_from(pq).map_err(|_| ProxyError::BadRequest("invalid path"))?;
+        let mut parts = req.uri().clone().into_parts();
+        parts.path_and_query = Some(pq);
+        *req.uri_mut() = Uri::from_parts(parts).map_err(|_| ProxyError::BadRequest("invalid path"))?;
+    }
+
+    // Route. RFC 9112 section 3.2.2: an absolute-form target's authority overrides Host.
+    let host = match req.uri().authority() {
+        Some(a) => a.as_str().to_owned(),
+        None => req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("")
+            .to_owned(),
+    };
+    let routed = config
+        .routes
+        .find(&host, req.method(), req.uri().path(), req.headers())
+        .ok_or(ProxyError::NoRoute)?;
+    let route_host = crate::route::host_without_port(&host).to_ascii_lowercase();
+    let captures = captures_for(&routed, req.uri().path());
+    let capture_refs: Vec<Option<&str>> = captures.iter().map(|c| c.as_deref()).collect();
+
+    match &routed.route.action {
+        RouteAction::Redirect(redirect) => {
+            let vars = Vars {
+                method: req.method(),
+                uri: req.uri(),
+                headers: req.headers(),
+                host: &route_host,
+                conn,
+                request_id: entry.request_id.to_str().unwrap_or(""),
+                captures: &capture_refs,
+            };
+            let location = redirect.location.render(&vars);
+            let location = HeaderValue::from_str(&location)
+                .map_err(|_| ProxyError::BadRequest("redirect location is not a valid header"))?;
+            let mut resp = Response::new(body::empty());
+            *resp.status_mut() = redirect.status;
+            resp.headers_mut().insert(header::LOCATION, location);
+            resp.headers_mut()
+                .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+            Ok(resp.into())
+        }
+        RouteAction::Proxy(route) => {
+            proxy_to_upstream(config, conn, req, route, &route_host, &capture_refs, entry).await
+        }
+    }
+}
+
+/// Regex captures of the matched route, computed only when a regex route matched.
+fn captures_for<T>(routed: &RouteMatch<'_, T>, path: &str) -> Vec<Option<String>> {
+    match &routed.route.path {
+        PathMatch::Regex(re) => re
+            .captures(path)
+            .map(|c| c.iter().map(|m| m.map(|m| m.as_str().to_owned())).collect())
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    }
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+fn wants_upgrade(headers: &HeaderMap) -> Option<HeaderValue> {
+    let connection_upgrade = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    if connection_upgrade {
+        headers.get(header::UPGRADE).cloned()
+    } else {
+        None
+    }
+}
+
+fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}
+
+async fn proxy_to_upstream(
+    config: &ProxyConfig,
+    conn: &Arc<ConnInfo>,
+    req: Request<ProxyBody>,
+    route: &ProxyRoute,
+    route_host: &str,
+    captures: &[Option<&str>],
+    entry: &mut AccessEntry,
+) -> Result<Relayed, ProxyError> {
+    let upstream = &route.upstream;
+    let forwarding = &config.settings.forwarding;
+    let (mut parts, body) = req.into_parts();
+
+    let client_upgrade = match (
+        wants_upgrade(&parts.headers),
+        parts.extensions.remove::<PendingUpgrade>(),
+    ) {
+        (Some(protocol), Some(pending)) if parts.version == Version::HTTP_11 => {
+            Some(ClientUpgrade { pending, protocol })
+        }
+        _ => None,
+    };
+
+    // Render everything that reads the client's request before the headers change.
+    let hash = request_hash(upstream, &parts.headers, conn);
+    let original_host = parts.headers.get(header::HOST).cloned().or_else(|| {
+        parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    });
+    let request_id = entry.request_id.clone();
+    let (rendered, host_value, new_path) = {
+        let vars = Vars {
+            method: &parts.method,
+            uri: &parts.uri,
+            headers: &parts.headers,
+            host: route_host,
+            conn,
+            request_id: request_id.to_str().unwrap_or(""),
+            captures,
+        };
+        let host_value = match &route.host {
+            HostRewrite::Pass => original_host.clone(),
+            HostRewrite::Endpoint => None,
+            HostRewrite::Value(t) => t.value(&vars),
+        };
+        (
+            route.request_headers.render(&vars),
+            host_value,
+            route.rewrite.apply(parts.uri.path()),
+        )
+    };
+
+    let path = new_path.as_deref().unwrap_or_else(|| parts.uri.path());
+    let target = match parts.uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_owned(),
+    };
+    let uri = Uri::try_from(target).map_err(|_| ProxyError::BadRequest("invalid rewritten path"))?;
+
+    let mut headers = std::mem::take(&mut parts.headers);
+    remove_hop_by_hop(&mut headers);
+    forwarding.apply(&mut headers, conn, original_host.as_ref());
+    forwarding.apply_via(&mut headers, parts.version);
+    if let Some(h) = host_value {
+        headers.insert(header::HOST, h);
+    }
+    rendered.apply(&mut headers);
+    if let Some(up) = &client_upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, up.protocol.clone());
+    }
+
+    let body = match config.settings.limits.max_body_bytes {
+        Some(max) => body::boxed(http_body_util::Limited::new(body, max as usize)),
+        None => body,
+    };
+    let head = UpstreamHead {
+        method: parts.method,
+        uri,
+        version: parts.version,
+        headers,
+    };
+    let policy = upstream.policy();
+    let can_replay = is_idempotent(&head.method)
+        && body::is_empty(&body)
+        && policy.max_attempts > 1
+        && upstream.endpoints().len() > 1;
+    let replay = can_replay.then(|| head.clone());
+    let mut next: Option<Request<ProxyBody>> = Some(head.into_request(body));
+    let mut tried: Vec<usize> = Vec::with_capacity(2);
+    let mut last_error: Option<UpstreamError> = None;
+
+    while let Some(mut req) = next.take() {
+        let now = Instant::now();
+        let Some(index) = upstream.pick(now, &tried, hash) else {
+            break;
+        };
+        tried.push(index);
+        entry.attempts += 1;
+        let endpoint = &upstream.endpoints()[index];
+        if matches!(route.host, HostRewrite::Endpoint) {
+            if let Ok(h) = HeaderValue::from_str(endpoint.authority().as_str()) {
+                req.headers_mut().insert(header::HOST, h);
+            }
+        }
+        let in_flight = endpoint.start();
+        let sent_at = Instant::now();
+        let send = upstream
+            .connector()
+            .send(endpoint, upstream.connect_options(), req);
+        let result = match tokio::time::timeout(policy.timeouts.response_header, send).await {
+            Ok(r) => r,
+            Err(_) => Err(SendError::lost(UpstreamError::ResponseTimeout)),
+        };
+        match result {
+            Ok(resp) => {
+                let now = Instant::now();
+                endpoint.observe_latency(now - sent_at, now);
+                if endpoint.record_success() {
+                    tracing::info!(upstream = upstream.name(), endpoint = %endpoint.addr(), "endpoint recovered");
+                }
+                entry.upstream = Some(endpoint.addr());
+                entry.upstream_header_time = Some(now - entry.started);
+                return relay_response(
+                    resp,
+                    route,
+                    config,
+                    conn,
+                    route_host,
+                    captures,
+                    entry,
+                    client_upgrade,
+                    in_flight,
+                );
+            }
+            Err(SendError { error, request }) => {
+                drop(in_flight);
+                if error.is_endpoint_failure() {
+                    if let HealthChange::Ejected(_) = endpoint.record_failure(policy.health, now) {
+                        tracing::warn!(
+                            upstream = upstream.name(),
+                            endpoint = %endpoint.addr(),
+                            fail_timeout = ?policy.health.fail_timeout,
+                            "endpoint ejected"
+                        );
+                    }
+                }
+                tracing::warn!(
+                    upstream = upstream.name(),
+                    endpoint = %endpoint.addr(),
+                    error = %error,
+                    cause = error_cause(&error),
+                    request_id = entry.request_id.to_str().unwrap_or("-"),
+                    "upstream attempt failed"
+                );
+                let more = tried.len() < policy.max_attempts as usize;
+                next = match request {
+                    Some(r) if more => Some(r),
+                    _ if more && error.is_endpoint_failure() => {
+                        replay.clone().map(|h| h.into_request(body::empty()))
+                    }
+                    _ => None,
+                };
+                last_error = Some(error);
+            }
+        }
+    }
+    match last_error {
+        Some(UpstreamError::ClientBody(e)) if is_length_limit(&*e) => Err(ProxyError::PayloadTooLarge),
+        Some(e) => Err(ProxyError::Upstream(e)),
+        None => Err(ProxyError::NoHealthyEndpoint {
+            retry_after: upstream.retry_after(Instant::now()),
+        }),
+    }
+}
+
+fn error_cause(error: &UpstreamError) -> String {
+    let mut out = String::new();
+    let mut source = std::error::Error::source(error);
+    while let Some(s) = source {
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+fn is_length_limit(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if err.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
+fn request_hash(upstream: &Upstream, headers: &HeaderMap, conn: &ConnInfo) -> Option<u64> {
+    match upstream.policy().hash_key.as_ref()? {
+        HashKey::ClientIp => Some(match conn.peer.ip() {
+            std::net::IpAddr::V4(v4) => hash_key(&v4.octets()),
+            std::net::IpAddr::V6(v6) => hash_key(&v6.octets()),
+        }),
+        HashKey::Header(name) => headers.get(name).map(|v| hash_key(v.as_bytes())),
+        HashKey::Cookie(name) => cookie_value(headers, name).map(hash_key),
+    }
+}
+
+fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a [u8]> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|pair| {
+            let (k, v) = pair.trim().split_once('=')?;
+            (k == name).then_some(v.as_bytes())
+        })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn relay_response(
+    resp: Response<ProxyBody>,
+    route: &ProxyRoute,
+    config: &ProxyConfig,
+    conn: &Arc<ConnInfo>,
+    route_host: &str,
+    captures: &[Option<&str>],
+    entry: &AccessEntry,
+    client_upgrade: Option<ClientUpgrade>,
+    in_flight: crate::endpoint::InFlight,
+) -> Result<Relayed, ProxyError> {
+    let (mut parts, body) = resp.into_parts();
+    let upgrade_protocol = if parts.status == StatusCode::SWITCHING_PROTOCOLS {
+        let upstream_io = parts.extensions.remove::<PendingUpgrade>();
+        match (client_upgrade, upstream_io) {
+            (Some(client), Some(upstream_io)) => {
+                let protocol = parts
+                    .headers
+                    .get(header::UPGRADE)
+                    .cloned()
+                    .unwrap_or(client.protocol);
+                join_upgrade(client.pending, upstream_io, entry.request_id.clone());
+                Some(protocol)
+            }
+            _ => {
+                return Err(ProxyError::Upstream(UpstreamError::BadResponse(
+                    "101 Switching Protocols without an upgrade request".into(),
+                )));
+            }
+        }
+    } else {
+        None
+    };
+    remove_hop_by_hop(&mut parts.headers);
+    config.settings.forwarding.apply_via(&mut parts.headers, parts.version);
+    if !route.response_headers.is_empty() {
+        let uri = entry.uri.clone();
+        let empty = HeaderMap::new();
+        let vars = Vars {
+            method: &entry.method,
+            uri: &uri,
+            headers: &empty,
+            host: route_host,
+            conn,
+            request_id: entry.request_id.to_str().unwrap_or(""),
+            captures,
+        };
+        route.response_headers.apply(&mut parts.headers, &vars);
+    }
+    if let Some(protocol) = upgrade_protocol {
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        parts.headers.insert(header::UPGRADE, protocol);
+    }
+    // The frontend writes the response in its own protocol version.
+    parts.version = Version::HTTP_11;
+    Ok(Relayed {
+        response: Response::from_parts(parts, body),
+        in_flight: Some(in_flight),
+        idle: Some(route.upstream.policy().timeouts.idle),
+    })
+}
+
+/// Copies bytes both ways between the client's and the upstream's upgraded connections.
+fn join_upgrade(client: PendingUpgrade, upstream: PendingUpgrade, request_id: HeaderValue) {
+    let (Some(client), Some(upstream)) = (client.take(), upstream.take()) else {
+        return;
+    };
+    tokio::spawn(async move {
+        let rid = request_id.to_str().unwrap_or("-").to_owned();
+        let (mut down, mut up) = match tokio::try_join!(client, upstream) {
+            Ok(pair) => pair,
+            Err(e) => {
+                tracing::debug!(request_id = rid, error = %e, "upgrade handover failed");
+                return;
+            }
+        };
+        match tokio::io::copy_bidirectional(&mut down, &mut up).await {
+            Ok((from_client, from_upstream)) => {
+                tracing::debug!(request_id = rid, from_client, from_upstream, "upgraded connection closed")
+            }
+            Err(e) => tracing::debug!(request_id = rid, error = %e, "upgraded connection failed"),
+        }
+    });
+}
+
+/// Collects a body into bytes; for tests and small internal uses only.
+pub async fn collect_body(body: ProxyBody) -> Result<bytes::Bytes, BodyError> {
+    Ok(body.collect().await?.to_bytes())
+}

@@ -5,7 +5,7 @@ use http_body::Body;
 use http_body_util::{BodyExt, Empty, Full, combinators::UnsyncBoxBody};
 
 /// Error type carried by [`ProxyBody`]: whatever the producing side failed with.
-pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
+pub type BodyError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// The boxed, streaming body used for requests and responses inside the core.
 ///
@@ -14,7 +14,9 @@ pub type ProxyBody = UnsyncBoxBody<Bytes, BodyError>;
 
 /// An empty body (end of stream at once).
 pub fn empty() -> ProxyBody {
-    Empty::<Bytes>::new().map_err(|never| match never {}).boxed_unsync()
+    Empty::<Bytes>::new()
+        .map_err(|never| match never {})
+        .boxed_unsync()
 }
 
 /// A body holding exactly these bytes.

@@ -234,19 +234,31 @@ mod tests {
         };
         let t0 = Instant::now();
         assert_eq!(e.record_failure(policy, t0), HealthChange::Unchanged);
-        assert_eq!(e.record_failure(policy, t0 + Duration::from_secs(1)), HealthChange::Unchanged);
+        assert_eq!(
+            e.record_failure(policy, t0 + Duration::from_secs(1)),
+            HealthChange::Unchanged
+        );
         // Window expired: counting restarts.
         let t1 = t0 + Duration::from_secs(11);
         assert_eq!(e.record_failure(policy, t1), HealthChange::Unchanged);
         assert_eq!(e.record_failure(policy, t1), HealthChange::Unchanged);
-        assert!(matches!(e.record_failure(policy, t1), HealthChange::Ejected(_)));
+        assert!(matches!(
+            e.record_failure(policy, t1),
+            HealthChange::Ejected(_)
+        ));
         assert!(!e.is_available(t1));
         assert!(!e.is_available(t1 + Duration::from_secs(9)));
-        assert_eq!(e.ejected_for(t1 + Duration::from_secs(4)), Duration::from_secs(6));
+        assert_eq!(
+            e.ejected_for(t1 + Duration::from_secs(4)),
+            Duration::from_secs(6)
+        );
         let back = t1 + Duration::from_secs(10);
         assert!(e.is_available(back));
         // Back on probation: the next failure ejects at once.
-        assert!(matches!(e.record_failure(policy, back), HealthChange::Ejected(_)));
+        assert!(matches!(
+            e.record_failure(policy, back),
+            HealthChange::Ejected(_)
+        ));
         let later = back + Duration::from_secs(10);
         assert!(e.is_available(later));
         assert!(e.record_success());
@@ -262,7 +274,10 @@ mod tests {
             fail_timeout: Duration::from_secs(10),
         };
         for _ in 0..10 {
-            assert_eq!(e.record_failure(policy, Instant::now()), HealthChange::Unchanged);
+            assert_eq!(
+                e.record_failure(policy, Instant::now()),
+                HealthChange::Unchanged
+            );
         }
         assert!(e.is_available(Instant::now()));
     }

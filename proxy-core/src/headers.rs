@@ -3,8 +3,8 @@
 use std::fmt::Write as _;
 use std::net::IpAddr;
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::Version;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 use crate::conn::ConnInfo;
 use crate::template::{Template, Vars};
@@ -207,8 +207,8 @@ pub enum HeaderRuleError {
 impl ValueTemplate {
     /// Compiles a value; literals are validated now so they never fail later.
     pub fn parse(name: &str, value: &str) -> Result<Self, HeaderRuleError> {
-        let t = Template::parse(value)
-            .map_err(|e| HeaderRuleError::Template(name.to_owned(), e))?;
+        let t =
+            Template::parse(value).map_err(|e| HeaderRuleError::Template(name.to_owned(), e))?;
         if t.is_literal() {
             let v = HeaderValue::from_str(value.replace("$$", "$").as_str())
                 .map_err(|_| HeaderRuleError::InvalidValue(name.to_owned()))?;
@@ -269,7 +269,10 @@ impl HeaderRules {
 
     /// True when any value needs regex captures.
     pub fn uses_captures(&self) -> bool {
-        self.set.iter().chain(&self.add).any(|(_, v)| v.uses_captures())
+        self.set
+            .iter()
+            .chain(&self.add)
+            .any(|(_, v)| v.uses_captures())
     }
 
     /// Applies the rules to `headers`, rendering values against `vars`.
@@ -387,7 +390,10 @@ mod tests {
     fn rules_apply_in_order_with_variables() {
         let rules = HeaderRules::parse(
             ["x-drop", "x-replace"],
-            [("x-replace", "new"), ("x-client", "$remote_addr:$remote_port")],
+            [
+                ("x-replace", "new"),
+                ("x-client", "$remote_addr:$remote_port"),
+            ],
             [("x-multi", "b"), ("x-price", "$$5")],
         )
         .unwrap();

@@ -150,9 +150,7 @@ impl Proxy {
         };
         resp.headers_mut().insert(X_REQUEST_ID, request_id);
         entry.status = resp.status();
-        resp.map(|b| {
-            body::boxed(ResponseBody::new(b, idle, in_flight, Some(entry)))
-        })
+        resp.map(|b| body::boxed(ResponseBody::new(b, idle, in_flight, Some(entry))))
     }
 }
 
@@ -225,7 +223,8 @@ async fn pipeline(
         let pq = PathAndQuery::try_from(pq).map_err(|_| ProxyError::BadRequest("invalid path"))?;
         let mut parts = req.uri().clone().into_parts();
         parts.path_and_query = Some(pq);
-        *req.uri_mut() = Uri::from_parts(parts).map_err(|_| ProxyError::BadRequest("invalid path"))?;
+        *req.uri_mut() =
+            Uri::from_parts(parts).map_err(|_| ProxyError::BadRequest("invalid path"))?;
     }
 
     // Route. RFC 9112 section 3.2.2: an absolute-form target's authority overrides Host.
@@ -339,12 +338,13 @@ async fn proxy_to_upstream(
 
     // Render everything that reads the client's request before the headers change.
     let hash = request_hash(upstream, &parts.headers, conn);
-    let original_host = parts.headers.get(header::HOST).cloned().or_else(|| {
-        parts
-            .uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-    });
+    // RFC 9112 section 3.2.2: "When a proxy receives a request with an absolute-form of
+    // request-target, the proxy MUST ignore the received Host header field (if any) and instead
+    // replace it with the host information of the request-target."
+    let original_host = match parts.uri.authority() {
+        Some(a) => HeaderValue::from_str(a.as_str()).ok(),
+        None => parts.headers.get(header::HOST).cloned(),
+    };
     let request_id = entry.request_id.clone();
     let (rendered, host_value, new_path) = {
         let vars = Vars {
@@ -373,7 +373,8 @@ async fn proxy_to_upstream(
         Some(q) => format!("{path}?{q}"),
         None => path.to_owned(),
     };
-    let uri = Uri::try_from(target).map_err(|_| ProxyError::BadRequest("invalid rewritten path"))?;
+    let uri =
+        Uri::try_from(target).map_err(|_| ProxyError::BadRequest("invalid rewritten path"))?;
 
     let mut headers = std::mem::take(&mut parts.headers);
     remove_hop_by_hop(&mut headers);
@@ -484,7 +485,9 @@ async fn proxy_to_upstream(
         }
     }
     match last_error {
-        Some(UpstreamError::ClientBody(e)) if is_length_limit(&*e) => Err(ProxyError::PayloadTooLarge),
+        Some(UpstreamError::ClientBody(e)) if is_length_limit(&*e) => {
+            Err(ProxyError::PayloadTooLarge)
+        }
         Some(e) => Err(ProxyError::Upstream(e)),
         None => Err(ProxyError::NoHealthyEndpoint {
             retry_after: upstream.retry_after(Instant::now()),
@@ -574,7 +577,10 @@ fn relay_response(
         None
     };
     remove_hop_by_hop(&mut parts.headers);
-    config.settings.forwarding.apply_via(&mut parts.headers, parts.version);
+    config
+        .settings
+        .forwarding
+        .apply_via(&mut parts.headers, parts.version);
     if !route.response_headers.is_empty() {
         let uri = entry.uri.clone();
         let empty = HeaderMap::new();
@@ -620,7 +626,12 @@ fn join_upgrade(client: PendingUpgrade, upstream: PendingUpgrade, request_id: He
         };
         match tokio::io::copy_bidirectional(&mut down, &mut up).await {
             Ok((from_client, from_upstream)) => {
-                tracing::debug!(request_id = rid, from_client, from_upstream, "upgraded connection closed")
+                tracing::debug!(
+                    request_id = rid,
+                    from_client,
+                    from_upstream,
+                    "upgraded connection closed"
+                )
             }
             Err(e) => tracing::debug!(request_id = rid, error = %e, "upgraded connection failed"),
         }

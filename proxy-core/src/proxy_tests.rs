@@ -103,7 +103,10 @@ async fn forwards_with_header_policy_and_rewrite() {
         ..Settings::default()
     };
     let p = proxy(
-        vec![route(PathMatch::Prefix("/api/".into()), RouteAction::Proxy(r))],
+        vec![route(
+            PathMatch::Prefix("/api/".into()),
+            RouteAction::Proxy(r),
+        )],
         settings,
     );
     let mut req = request(Method::GET, "/api/users?id=3");
@@ -148,12 +151,19 @@ async fn generates_request_id_and_normalizes_path() {
     let p = proxy(
         vec![
             admin,
-            route(PathMatch::Prefix("/".into()), RouteAction::Proxy(proxy_route(&up))),
+            route(
+                PathMatch::Prefix("/".into()),
+                RouteAction::Proxy(proxy_route(&up)),
+            ),
         ],
         Settings::default(),
     );
     let resp = p.handle(request(Method::GET, "/public/../admin/x")).await;
-    assert_eq!(resp.status(), StatusCode::FORBIDDEN, "dot segments resolved before routing");
+    assert_eq!(
+        resp.status(),
+        StatusCode::FORBIDDEN,
+        "dot segments resolved before routing"
+    );
     let resp = p.handle(request(Method::GET, "/a/./b")).await;
     assert_eq!(resp.headers()["x-request-id"].len(), 32);
     assert_eq!(mock.seen()[0].uri, "/a/b");
@@ -191,9 +201,16 @@ async fn refused_endpoint_fails_over_and_is_ejected() {
             MockReply::text(200, &addr.to_string())
         }
     });
-    let up = upstream(&mock, &["127.0.0.1:9001", "127.0.0.1:9002"], UpstreamPolicy::default());
+    let up = upstream(
+        &mock,
+        &["127.0.0.1:9001", "127.0.0.1:9002"],
+        UpstreamPolicy::default(),
+    );
     let p = proxy(
-        vec![route(PathMatch::Prefix("/".into()), RouteAction::Proxy(proxy_route(&up)))],
+        vec![route(
+            PathMatch::Prefix("/".into()),
+            RouteAction::Proxy(proxy_route(&up)),
+        )],
         Settings::default(),
     );
     // A POST with a body is retried too, because the refused connect sent nothing.
@@ -204,14 +221,25 @@ async fn refused_endpoint_fails_over_and_is_ejected() {
         assert_eq!(resp.status(), StatusCode::OK);
         assert_eq!(text(resp).await, "127.0.0.1:9002");
     }
-    let to_9001 = mock.seen().iter().filter(|s| s.endpoint.port() == 9001).count();
+    let to_9001 = mock
+        .seen()
+        .iter()
+        .filter(|s| s.endpoint.port() == 9001)
+        .count();
     assert_eq!(to_9001, 1, "ejected after max_fails=1 and not tried again");
     // After fail_timeout it comes back (and fails again at once).
     tokio::time::advance(Duration::from_secs(11)).await;
     for _ in 0..2 {
-        assert_eq!(p.handle(request(Method::GET, "/")).await.status(), StatusCode::OK);
+        assert_eq!(
+            p.handle(request(Method::GET, "/")).await.status(),
+            StatusCode::OK
+        );
     }
-    let to_9001 = mock.seen().iter().filter(|s| s.endpoint.port() == 9001).count();
+    let to_9001 = mock
+        .seen()
+        .iter()
+        .filter(|s| s.endpoint.port() == 9001)
+        .count();
     assert_eq!(to_9001, 2);
 }
 
@@ -236,7 +264,10 @@ async fn reset_retries_idempotent_but_not_post() {
     };
     let up = upstream(&mock, &["127.0.0.1:9001", "127.0.0.1:9002"], policy);
     let p = proxy(
-        vec![route(PathMatch::Prefix("/".into()), RouteAction::Proxy(proxy_route(&up)))],
+        vec![route(
+            PathMatch::Prefix("/".into()),
+            RouteAction::Proxy(proxy_route(&up)),
+        )],
         Settings::default(),
     );
     // Round robin starts at 9001: the POST is lost there and must not be replayed.
@@ -244,22 +275,39 @@ async fn reset_retries_idempotent_but_not_post() {
     assert_eq!(resp.status(), StatusCode::BAD_GATEWAY);
     assert_eq!(calls.load(Ordering::SeqCst), 1);
     // Next pick is 9002 (ok); then 9001 again, where the GET is replayed on 9002.
-    assert_eq!(p.handle(request(Method::GET, "/")).await.status(), StatusCode::OK);
+    assert_eq!(
+        p.handle(request(Method::GET, "/")).await.status(),
+        StatusCode::OK
+    );
     assert_eq!(calls.load(Ordering::SeqCst), 2);
-    assert_eq!(p.handle(request(Method::GET, "/")).await.status(), StatusCode::OK);
+    assert_eq!(
+        p.handle(request(Method::GET, "/")).await.status(),
+        StatusCode::OK
+    );
     assert_eq!(calls.load(Ordering::SeqCst), 4);
 }
 
 #[tokio::test(start_paused = true)]
 async fn all_down_gives_503_with_retry_after_then_timeouts_give_504() {
     let mock = MockConnector::new(|_, _| MockReply::Refuse);
-    let up = upstream(&mock, &["127.0.0.1:9001", "127.0.0.1:9002"], UpstreamPolicy::default());
+    let up = upstream(
+        &mock,
+        &["127.0.0.1:9001", "127.0.0.1:9002"],
+        UpstreamPolicy::default(),
+    );
     let p = proxy(
-        vec![route(PathMatch::Prefix("/".into()), RouteAction::Proxy(proxy_route(&up)))],
+        vec![route(
+            PathMatch::Prefix("/".into()),
+            RouteAction::Proxy(proxy_route(&up)),
+        )],
         Settings::default(),
     );
     let resp = p.handle(request(Method::GET, "/")).await;
-    assert_eq!(resp.status(), StatusCode::BAD_GATEWAY, "both tried, both refused");
+    assert_eq!(
+        resp.status(),
+        StatusCode::BAD_GATEWAY,
+        "both tried, both refused"
+    );
     let resp = p.handle(request(Method::GET, "/")).await;
     assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(resp.headers()["retry-after"], "10");
@@ -267,7 +315,10 @@ async fn all_down_gives_503_with_retry_after_then_timeouts_give_504() {
     let hang = MockConnector::new(|_, _| MockReply::Hang);
     let up = upstream(&hang, &["127.0.0.1:9003"], UpstreamPolicy::default());
     let p = proxy(
-        vec![route(PathMatch::Prefix("/".into()), RouteAction::Proxy(proxy_route(&up)))],
+        vec![route(
+            PathMatch::Prefix("/".into()),
+            RouteAction::Proxy(proxy_route(&up)),
+        )],
         Settings::default(),
     );
     let resp = p.handle(request(Method::GET, "/")).await;
@@ -283,7 +334,10 @@ async fn limits_answer_before_routing() {
     settings.limits.max_header_bytes = 200;
     settings.limits.max_body_bytes = Some(4);
     let p = proxy(
-        vec![route(PathMatch::Prefix("/".into()), RouteAction::Proxy(proxy_route(&up)))],
+        vec![route(
+            PathMatch::Prefix("/".into()),
+            RouteAction::Proxy(proxy_route(&up)),
+        )],
         settings,
     );
     let resp = p.handle(request(Method::GET, "/0123456789abcdefgh")).await;
@@ -291,7 +345,10 @@ async fn limits_answer_before_routing() {
     let mut req = request(Method::GET, "/");
     req.headers_mut()
         .insert("x-big", HeaderValue::from_str(&"a".repeat(300)).unwrap());
-    assert_eq!(p.handle(req).await.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    assert_eq!(
+        p.handle(req).await.status(),
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+    );
     let mut req = request(Method::POST, "/");
     req.headers_mut()
         .insert("content-length", HeaderValue::from_static("5"));
@@ -304,9 +361,9 @@ async fn host_rewrite_to_endpoint_and_consistent_hash_on_header() {
     let mock = echo_endpoint();
     let policy = UpstreamPolicy {
         balancer: crate::balance::BalancerKind::ConsistentHash,
-        hash_key: Some(crate::upstream::HashKey::Header(http::HeaderName::from_static(
-            "x-user",
-        ))),
+        hash_key: Some(crate::upstream::HashKey::Header(
+            http::HeaderName::from_static("x-user"),
+        )),
         ..UpstreamPolicy::default()
     };
     let up = upstream(

@@ -131,7 +131,10 @@ mod tests {
             pattern: Regex::new(r"^/u/(\d+)/(?P<rest>.*)$").unwrap(),
             replacement: "/users/$1/${rest}".into(),
         };
-        assert_eq!(re.apply("/u/42/orders").as_deref(), Some("/users/42/orders"));
+        assert_eq!(
+            re.apply("/u/42/orders").as_deref(),
+            Some("/users/42/orders")
+        );
         assert_eq!(re.apply("/x"), None);
         assert_eq!(PathRewrite::Keep.apply("/x"), None);
     }
@@ -139,7 +142,10 @@ mod tests {
     #[test]
     fn normalizes_dot_segments() {
         assert_eq!(normalize_path("/a/b"), None);
-        assert_eq!(normalize_path("/public/../admin").as_deref(), Some("/admin"));
+        assert_eq!(
+            normalize_path("/public/../admin").as_deref(),
+            Some("/admin")
+        );
         assert_eq!(normalize_path("/a/./b/.").as_deref(), Some("/a/b/"));
         assert_eq!(normalize_path("/../../x").as_deref(), Some("/x"));
         assert_eq!(normalize_path("/a/..").as_deref(), Some("/"));

@@ -279,8 +279,14 @@ mod tests {
                     route(prefix("/products/"), "products"),
                     route(prefix("/products/special/"), "special"),
                     route(PathMatch::Exact("/products/".into()), "exact"),
-                    route(PathMatch::Regex(Regex::new(r"\.(png|jpg)$").unwrap()), "img"),
-                    route(PathMatch::Regex(Regex::new(r"^/products/.*\.jpg$").unwrap()), "second"),
+                    route(
+                        PathMatch::Regex(Regex::new(r"\.(png|jpg)$").unwrap()),
+                        "img",
+                    ),
+                    route(
+                        PathMatch::Regex(Regex::new(r"^/products/.*\.jpg$").unwrap()),
+                        "second",
+                    ),
                     post_only,
                     canary,
                     route(prefix("/api/"), "api"),
@@ -312,7 +318,11 @@ mod tests {
         assert_eq!(find(&t, h, "/products/"), Some("exact"));
         assert_eq!(find(&t, h, "/products/x"), Some("products"));
         assert_eq!(find(&t, h, "/products/special/x"), Some("special"));
-        assert_eq!(find(&t, h, "/products/a.jpg"), Some("img"), "first regex wins");
+        assert_eq!(
+            find(&t, h, "/products/a.jpg"),
+            Some("img"),
+            "first regex wins"
+        );
         assert_eq!(find(&t, h, "/elsewhere"), Some("root"));
     }
 
@@ -333,7 +343,8 @@ mod tests {
         let h = "shop.example.com";
         let mut headers = HeaderMap::new();
         let m = |method: Method, headers: &HeaderMap| {
-            t.find(h, &method, "/api/x", headers).map(|m| m.route.action)
+            t.find(h, &method, "/api/x", headers)
+                .map(|m| m.route.action)
         };
         assert_eq!(m(Method::POST, &headers), Some("api-post"));
         assert_eq!(m(Method::GET, &headers), Some("api"));

@@ -104,7 +104,9 @@ impl Connector for MockConnector {
 
 /// An endpoint at `addr` with weight 1.
 pub fn endpoint(addr: &str) -> Arc<Endpoint> {
-    let sock: SocketAddr = addr.parse().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 1)));
+    let sock: SocketAddr = addr
+        .parse()
+        .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 1)));
     let authority = addr
         .parse()
         .unwrap_or_else(|_| http::uri::Authority::from_static("127.0.0.1:1"));

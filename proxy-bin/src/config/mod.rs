@@ -1,0 +1,654 @@
+//! Configuration in three stages: the raw TOML schema ([`raw`]), validation into typed values
+//! with `FILE:LINE:COL` errors (this module), and the immutable runtime [`ProxyConfig`] that
+//! the core swaps atomically on reload.
+
+pub mod raw;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue, Method, StatusCode};
+use proxy_core::balance::BalancerKind;
+use proxy_core::headers::{ForwardingHeaders, HeaderRules, ValueTemplate};
+use proxy_core::rewrite::{PathRewrite, REDIRECT_STATUSES, Redirect};
+use proxy_core::route::{PathMatch, Route, RouteTable, VirtualHost};
+use proxy_core::template::Template;
+use proxy_core::{
+    Endpoint, HashKey, HostRewrite, Limits, PassiveHealth, ProxyConfig, ProxyRoute, RouteAction,
+    Settings, Timeouts, Upstream, UpstreamPolicy,
+};
+use proxy_http1::{ClientOptions, Http1Connector, ServerOptions};
+use regex::Regex;
+use toml::Spanned;
+
+use raw::{RawConfig, RawHeaderRules, RawRoute, RawUpstream};
+
+/// One problem in a configuration file, with where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column.
+    pub col: usize,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// Every problem found in one file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors {
+    /// The file, as given.
+    pub file: PathBuf,
+    /// The problems, in file order.
+    pub errors: Vec<ConfigError>,
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.errors.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(
+                f,
+                "{}:{}:{}: {}",
+                self.file.display(),
+                e.line,
+                e.col,
+                e.message
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Which access-log format to write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessLogFormat {
+    /// nginx's combined format plus request id, upstream and timings.
+    Combined,
+    /// One JSON object per line.
+    Json,
+    /// No access log.
+    Off,
+}
+
+/// Logging settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// Application log filter (`RUST_LOG` overrides it).
+    pub level: String,
+    /// Access-log format.
+    pub access_log: AccessLogFormat,
+}
+
+/// A validated configuration: what the process needs apart from the runtime config.
+#[derive(Debug)]
+pub struct Config {
+    /// Addresses to listen on.
+    pub listeners: Vec<SocketAddr>,
+    /// HTTP/1.1 server limits and timeouts.
+    pub http1: ServerOptions,
+    /// Longest graceful drain.
+    pub shutdown_timeout: Duration,
+    /// Logging.
+    pub log: LogConfig,
+    /// The runtime configuration for the core.
+    pub proxy: ProxyConfig,
+}
+
+/// Reads, parses and validates a configuration file.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors {
+        file: path.to_owned(),
+        errors: vec![ConfigError {
+            line: 1,
+            col: 1,
+            message: format!("cannot read the file: {e}"),
+        }],
+    })?;
+    parse(&text).map_err(|errors| ConfigErrors {
+        file: path.to_owned(),
+        errors,
+    })
+}
+
+/// Parses and validates configuration text.
+pub fn parse(text: &str) -> Result<Config, Vec<ConfigError>> {
+    let raw: RawConfig = toml::from_str(text).map_err(|e| {
+        let (line, col) = e.span().map_or((1, 1), |s| line_col(text, s.start));
+        vec![ConfigError {
+            line,
+            col,
+            message: e.message().trim().to_owned(),
+        }]
+    })?;
+    let mut v = Validator {
+        text,
+        errors: Vec::new(),
+    };
+    let config = v.config(raw);
+    let mut errors = v.errors;
+    match config {
+        Some(c) if errors.is_empty() => Ok(c),
+        _ => {
+            errors.sort_by_key(|e| (e.line, e.col));
+            Err(errors)
+        }
+    }
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
+}
+
+/// Parses `250ms`, `10s`, `5m`, `1h`; a bare number is seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration `{s}`: expected e.g. `500ms`, `10s`, `5m`"))?;
+    Ok(match unit {
+        "ms" => Duration::from_millis(n),
+        "" | "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        _ => return Err(format!("invalid duration unit in `{s}`: use ms, s, m or h")),
+    })
+}
+
+struct Validator<'a> {
+    text: &'a str,
+    errors: Vec<ConfigError>,
+}
+
+impl Validator<'_> {
+    fn error(&mut self, span: Range<usize>, message: impl Into<String>) {
+        let (line, col) = line_col(self.text, span.start);
+        self.errors.push(ConfigError {
+            line,
+            col,
+            message: message.into(),
+        });
+    }
+
+    fn duration(&mut self, value: &Option<Spanned<String>>, default: Duration) -> Duration {
+        match value {
+            None => default,
+            Some(v) => match parse_duration(v.get_ref()) {
+                Ok(d) => d,
+                Err(e) => {
+                    self.error(v.span(), e);
+                    default
+                }
+            },
+        }
+    }
+
+    fn config(&mut self, raw: RawConfig) -> Option<Config> {
+        let log = self.log(&raw.log);
+        let p = &raw.proxy;
+        let http1_defaults = ServerOptions::default();
+        let limits_default = Limits::default();
+        let limits = Limits {
+            max_uri_len: p.max_uri_bytes.unwrap_or(limits_default.max_uri_len),
+            max_header_bytes: p
+                .max_header_bytes
+                .unwrap_or(limits_default.max_header_bytes),
+            max_body_bytes: p.max_body_bytes,
+        };
+        let http1 = ServerOptions {
+            header_read_timeout: self
+                .duration(&p.header_read_timeout, http1_defaults.header_read_timeout),
+            keepalive_timeout: self
+                .duration(&p.keepalive_timeout, http1_defaults.keepalive_timeout),
+            // Room for the largest allowed target and header section, so the core's precise
+            // 414 and 431 checks see them before hyper's buffer limit does.
+            max_head_bytes: limits.max_uri_len + limits.max_header_bytes + 4096,
+            max_headers: p.max_headers.unwrap_or(http1_defaults.max_headers),
+        };
+        let shutdown_timeout = self.duration(&p.shutdown_timeout, Duration::from_secs(30));
+        let via = p.via.as_ref().and_then(|v| {
+            let ok = !v.get_ref().is_empty()
+                && v.get_ref()
+                    .bytes()
+                    .all(|b| b.is_ascii_graphic() && b != b',');
+            if !ok {
+                self.error(v.span(), "`via` must be one token without spaces or commas");
+            }
+            ok.then(|| v.get_ref().clone())
+        });
+        let forwarding = ForwardingHeaders {
+            x_forwarded: p.x_forwarded.unwrap_or(true),
+            x_real_ip: p.x_real_ip.unwrap_or(true),
+            forwarded: p.forwarded.unwrap_or(false),
+            via,
+        };
+
+        let mut listeners = Vec::new();
+        for l in &raw.listeners {
+            match l.address.get_ref().parse::<SocketAddr>() {
+                Ok(a) => listeners.push(a),
+                Err(_) => self.error(
+                    l.address.span(),
+                    format!(
+                        "invalid listen address `{}`: expected ip:port",
+                        l.address.get_ref()
+                    ),
+                ),
+            }
+        }
+        if raw.listeners.is_empty() {
+            self.error(
+                0..0,
+                "no `[[listeners]]`: add one with `address = \"127.0.0.1:8080\"`",
+            );
+        }
+
+        let mut upstreams = BTreeMap::new();
+        for (name, up) in &raw.upstreams {
+            if let Some(u) = self.upstream(name, up) {
+                upstreams.insert(name.clone(), Arc::new(u));
+            }
+        }
+
+        let mut vhosts = Vec::new();
+        for server in &raw.servers {
+            let s = server.get_ref();
+            let server_req = self.header_rules(&s.request_headers);
+            let server_resp = self.header_rules(&s.response_headers);
+            let mut routes = Vec::new();
+            for route in &s.routes {
+                if let Some(r) =
+                    self.route(route, &upstreams, &raw.upstreams, &server_req, &server_resp)
+                {
+                    routes.push(r);
+                }
+            }
+            vhosts.push((
+                server.span(),
+                VirtualHost {
+                    names: s.names.clone(),
+                    default: s.default,
+                    routes,
+                },
+            ));
+        }
+        let last_span = vhosts.last().map(|(s, _)| s.clone()).unwrap_or(0..0);
+        let routes = match RouteTable::new(vhosts.into_iter().map(|(_, v)| v).collect()) {
+            Ok(t) => t,
+            Err(e) => {
+                self.error(last_span, e.to_string());
+                return None;
+            }
+        };
+        Some(Config {
+            listeners,
+            http1,
+            shutdown_timeout,
+            log,
+            proxy: ProxyConfig {
+                routes,
+                settings: Settings { forwarding, limits },
+            },
+        })
+    }
+
+    fn log(&mut self, raw: &raw::RawLog) -> LogConfig {
+        let access_log = match &raw.access_log {
+            None => AccessLogFormat::Combined,
+            Some(v) => match v.get_ref().as_str() {
+                "combined" => AccessLogFormat::Combined,
+                "json" => AccessLogFormat::Json,
+                "off" => AccessLogFormat::Off,
+                other => {
+                    self.error(
+                        v.span(),
+                        format!("unknown access_log `{other}`: use combined, json or off"),
+                    );
+                    AccessLogFormat::Combined
+                }
+            },
+        };
+        LogConfig {
+            level: raw
+                .level
+                .as_ref()
+                .map_or_else(|| "info".to_owned(), |l| l.get_ref().clone()),
+            access_log,
+        }
+    }
+
+    fn upstream(&mut self, name: &str, up: &Spanned<RawUpstream>) -> Option<Upstream> {
+        let u = up.get_ref();
+        let span = up.span();
+        let mut endpoints = Vec::new();
+        for ep in &u.endpoints {
+            let (address, weight) = match ep.get_ref() {
+                raw::RawEndpoint::Address(a) => (a.as_str(), 1),
+                raw::RawEndpoint::Detailed { address, weight } => {
+                    (address.as_str(), weight.unwrap_or(1))
+                }
+            };
+            if weight == 0 {
+                self.error(ep.span(), "endpoint weight must be at least 1");
+            }
+            let authority = address.parse::<http::uri::Authority>().ok();
+            let resolved = address.to_socket_addrs().ok().and_then(|mut it| it.next());
+            match (authority, resolved) {
+                (Some(a), Some(addr)) if a.port_u16().is_some() => {
+                    endpoints.push(Arc::new(Endpoint::new(addr, a, weight)));
+                }
+                _ => self.error(
+                    ep.span(),
+                    format!(
+                        "invalid endpoint address `{address}`: expected host:port that resolves"
+                    ),
+                ),
+            }
+        }
+        if u.endpoints.is_empty() {
+            self.error(span.clone(), format!("upstream `{name}` has no endpoints"));
+        }
+        let balancer = match &u.balancer {
+            None => BalancerKind::RoundRobin,
+            Some(b) => match b.get_ref().as_str() {
+                "round_robin" => BalancerKind::RoundRobin,
+                "weighted_round_robin" => BalancerKind::WeightedRoundRobin,
+                "least_request" => BalancerKind::LeastRequest,
+                "peak_ewma" => BalancerKind::PeakEwma,
+                "consistent_hash" => BalancerKind::ConsistentHash,
+                "random" => BalancerKind::Random,
+                other => {
+                    self.error(b.span(), format!("unknown balancer `{other}`: use round_robin, weighted_round_robin, least_request, peak_ewma, consistent_hash or random"));
+                    BalancerKind::RoundRobin
+                }
+            },
+        };
+        let hash_key = u.hash_key.as_ref().and_then(|k| {
+            let parsed = match k.get_ref().split_once(':') {
+                None if k.get_ref() == "client_ip" => Some(HashKey::ClientIp),
+                Some(("header", h)) => HeaderName::from_bytes(h.trim().as_bytes())
+                    .ok()
+                    .map(HashKey::Header),
+                Some(("cookie", c)) if !c.trim().is_empty() => {
+                    Some(HashKey::Cookie(c.trim().to_owned()))
+                }
+                _ => None,
+            };
+            if parsed.is_none() {
+                self.error(
+                    k.span(),
+                    format!(
+                        "invalid hash_key `{}`: use client_ip, header:NAME or cookie:NAME",
+                        k.get_ref()
+                    ),
+                );
+            }
+            parsed
+        });
+        if balancer == BalancerKind::ConsistentHash && u.hash_key.is_none() {
+            self.error(
+                span.clone(),
+                format!("upstream `{name}` uses consistent_hash but sets no hash_key"),
+            );
+        }
+        let defaults = UpstreamPolicy::default();
+        let policy = UpstreamPolicy {
+            balancer,
+            hash_key,
+            health: PassiveHealth {
+                max_fails: u.max_fails.unwrap_or(defaults.health.max_fails),
+                fail_timeout: self.duration(&u.fail_timeout, defaults.health.fail_timeout),
+            },
+            timeouts: Timeouts {
+                connect: self.duration(&u.connect_timeout, defaults.timeouts.connect),
+                response_header: self.duration(
+                    &u.response_header_timeout,
+                    defaults.timeouts.response_header,
+                ),
+                idle: self.duration(&u.idle_timeout, defaults.timeouts.idle),
+            },
+            max_attempts: u.max_attempts.unwrap_or(defaults.max_attempts).max(1),
+        };
+        let pool_defaults = ClientOptions::default();
+        let connector = Http1Connector::new(ClientOptions {
+            idle_timeout: self.duration(&u.keepalive_timeout, pool_defaults.idle_timeout),
+            max_idle_per_endpoint: u.keepalive.unwrap_or(pool_defaults.max_idle_per_endpoint),
+        });
+        Some(Upstream::new(name, endpoints, policy, Arc::new(connector)))
+    }
+
+    fn header_rules(&mut self, raw: &Option<Spanned<RawHeaderRules>>) -> HeaderRules {
+        let Some(r) = raw else {
+            return HeaderRules::default();
+        };
+        let rules = r.get_ref();
+        match HeaderRules::parse(
+            rules.remove.iter().map(String::as_str),
+            rules.set.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            rules.add.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        ) {
+            Ok(h) => h,
+            Err(e) => {
+                self.error(r.span(), e.to_string());
+                HeaderRules::default()
+            }
+        }
+    }
+
+    fn route(
+        &mut self,
+        route: &Spanned<RawRoute>,
+        upstreams: &BTreeMap<String, Arc<Upstream>>,
+        declared: &BTreeMap<String, Spanned<RawUpstream>>,
+        server_req: &HeaderRules,
+        server_resp: &HeaderRules,
+    ) -> Option<Route<RouteAction>> {
+        let r = route.get_ref();
+        let span = route.span();
+        let matchers = [&r.prefix, &r.exact, &r.regex];
+        if matchers.iter().filter(|m| m.is_some()).count() != 1 {
+            self.error(
+                span,
+                "a route needs exactly one of `prefix`, `exact` or `regex`",
+            );
+            return None;
+        }
+        let path = if let Some(p) = &r.prefix {
+            PathMatch::Prefix(self.path(p)?)
+        } else if let Some(p) = &r.exact {
+            PathMatch::Exact(self.path(p)?)
+        } else {
+            let re = r.regex.as_ref()?;
+            match Regex::new(re.get_ref()) {
+                Ok(re) => PathMatch::Regex(re),
+                Err(e) => {
+                    self.error(
+                        re.span(),
+                        format!("invalid regex: {}", one_line(&e.to_string())),
+                    );
+                    return None;
+                }
+            }
+        };
+        let mut methods = Vec::new();
+        for m in r.methods.iter().flatten() {
+            match Method::from_bytes(m.get_ref().to_ascii_uppercase().as_bytes()) {
+                Ok(method) => methods.push(method),
+                Err(_) => self.error(m.span(), format!("invalid method `{}`", m.get_ref())),
+            }
+        }
+        let mut headers = Vec::new();
+        if let Some(h) = &r.headers {
+            for (name, value) in h.get_ref() {
+                match (
+                    HeaderName::from_bytes(name.as_bytes()),
+                    HeaderValue::from_str(value),
+                ) {
+                    (Ok(n), Ok(v)) => headers.push((n, v)),
+                    _ => self.error(h.span(), format!("invalid header condition `{name}`")),
+                }
+            }
+        }
+        let action = match (&r.upstream, &r.redirect) {
+            (Some(_), Some(_)) | (None, None) => {
+                self.error(
+                    span,
+                    "a route needs exactly one of `upstream` or `redirect`",
+                );
+                return None;
+            }
+            (None, Some(redirect)) => {
+                let rd = redirect.get_ref();
+                let status = rd.status.unwrap_or(302);
+                if !REDIRECT_STATUSES.contains(&status) {
+                    self.error(
+                        redirect.span(),
+                        format!("redirect status {status} is not one of 301, 302, 303, 307, 308"),
+                    );
+                }
+                let location = match Template::parse(&rd.location) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        self.error(redirect.span(), format!("in `location`: {e}"));
+                        return None;
+                    }
+                };
+                RouteAction::Redirect(Redirect {
+                    status: StatusCode::from_u16(status).unwrap_or(StatusCode::FOUND),
+                    location,
+                })
+            }
+            (Some(name), None) => {
+                let Some(upstream) = upstreams.get(name.get_ref()) else {
+                    if !declared.contains_key(name.get_ref()) {
+                        self.error(
+                            name.span(),
+                            format!("unknown upstream `{}`", name.get_ref()),
+                        );
+                    }
+                    return None;
+                };
+                let rewrite = self.rewrite(r, &path)?;
+                let host = match &r.host {
+                    None => HostRewrite::Pass,
+                    Some(h) => match h.get_ref().as_str() {
+                        "pass" => HostRewrite::Pass,
+                        "endpoint" => HostRewrite::Endpoint,
+                        other => match ValueTemplate::parse("host", other) {
+                            Ok(t) => HostRewrite::Value(t),
+                            Err(e) => {
+                                self.error(h.span(), e.to_string());
+                                return None;
+                            }
+                        },
+                    },
+                };
+                let request_headers = merge(server_req, self.header_rules(&r.request_headers));
+                let response_headers = merge(server_resp, self.header_rules(&r.response_headers));
+                RouteAction::Proxy(ProxyRoute {
+                    upstream: upstream.clone(),
+                    rewrite,
+                    host,
+                    request_headers,
+                    response_headers,
+                })
+            }
+        };
+        Some(Route {
+            path,
+            methods,
+            headers,
+            action,
+        })
+    }
+
+    fn path(&mut self, p: &Spanned<String>) -> Option<String> {
+        if p.get_ref().starts_with('/') {
+            Some(p.get_ref().clone())
+        } else {
+            self.error(
+                p.span(),
+                format!("path `{}` must start with `/`", p.get_ref()),
+            );
+            None
+        }
+    }
+
+    fn rewrite(&mut self, r: &RawRoute, path: &PathMatch) -> Option<PathRewrite> {
+        let given = [
+            r.strip_prefix.is_some(),
+            r.replace_prefix.is_some(),
+            r.regex_rewrite.is_some(),
+        ];
+        if given.iter().filter(|g| **g).count() > 1 {
+            let span = r
+                .strip_prefix
+                .as_ref()
+                .or(r.replace_prefix.as_ref())
+                .map_or(0..0, Spanned::span);
+            self.error(
+                span,
+                "use at most one of `strip_prefix`, `replace_prefix`, `regex_rewrite`",
+            );
+            return None;
+        }
+        if let Some(p) = &r.strip_prefix {
+            return Some(PathRewrite::StripPrefix(self.path(p)?));
+        }
+        if let Some(to) = &r.replace_prefix {
+            let PathMatch::Prefix(from) = path else {
+                self.error(to.span(), "`replace_prefix` needs a `prefix` route");
+                return None;
+            };
+            return Some(PathRewrite::ReplacePrefix {
+                from: from.clone(),
+                to: self.path(to)?,
+            });
+        }
+        if let Some(rr) = &r.regex_rewrite {
+            return match Regex::new(&rr.get_ref().pattern) {
+                Ok(pattern) => Some(PathRewrite::Regex {
+                    pattern,
+                    replacement: rr.get_ref().replacement.clone(),
+                }),
+                Err(e) => {
+                    self.error(
+                        rr.span(),
+                        format!("invalid regex: {}", one_line(&e.to_string())),
+                    );
+                    None
+                }
+            };
+        }
+        Some(PathRewrite::Keep)
+    }
+}
+
+fn merge(server: &HeaderRules, route: HeaderRules) -> HeaderRules {
+    let mut out = server.clone();
+    out.remove.extend(route.remove);
+    out.set.extend(route.set);
+    out.add.extend(route.add);
+    out
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests;

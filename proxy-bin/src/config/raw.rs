@@ -1,0 +1,202 @@
+//! Stage one: the TOML schema exactly as written, rejecting unknown keys.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// The whole configuration file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Logging.
+    #[serde(default)]
+    pub log: RawLog,
+    /// Proxy-wide settings.
+    #[serde(default)]
+    pub proxy: RawProxy,
+    /// Sockets to accept on.
+    #[serde(default)]
+    pub listeners: Vec<RawListener>,
+    /// Named upstreams.
+    #[serde(default)]
+    pub upstreams: BTreeMap<String, Spanned<RawUpstream>>,
+    /// Virtual hosts.
+    #[serde(default)]
+    pub servers: Vec<Spanned<RawServer>>,
+}
+
+/// `[log]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLog {
+    /// `RUST_LOG`-style filter for the application log (the environment variable wins).
+    pub level: Option<Spanned<String>>,
+    /// `combined` (default), `json` or `off`.
+    pub access_log: Option<Spanned<String>>,
+}
+
+/// `[proxy]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProxy {
+    /// Add `X-Forwarded-For/Proto/Host` (default true).
+    pub x_forwarded: Option<bool>,
+    /// Add `X-Real-IP` (default true).
+    pub x_real_ip: Option<bool>,
+    /// Add RFC 7239 `Forwarded` (default false).
+    pub forwarded: Option<bool>,
+    /// `Via` pseudonym; no `Via` when absent.
+    pub via: Option<Spanned<String>>,
+    /// Longest request target (414 above).
+    pub max_uri_bytes: Option<usize>,
+    /// Largest header section (431 above).
+    pub max_header_bytes: Option<usize>,
+    /// Most header fields (431 above).
+    pub max_headers: Option<usize>,
+    /// Largest request body (413 above).
+    pub max_body_bytes: Option<u64>,
+    /// Time allowed for a request head (408 after).
+    pub header_read_timeout: Option<Spanned<String>>,
+    /// Idle keep-alive connection lifetime.
+    pub keepalive_timeout: Option<Spanned<String>>,
+    /// Longest graceful drain on shutdown.
+    pub shutdown_timeout: Option<Spanned<String>>,
+}
+
+/// `[[listeners]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListener {
+    /// `ip:port` to bind.
+    pub address: Spanned<String>,
+}
+
+/// `[upstreams.NAME]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstream {
+    /// Endpoints: `"host:port"` or `{ address = "host:port", weight = N }`.
+    pub endpoints: Vec<Spanned<RawEndpoint>>,
+    /// Balancing algorithm.
+    pub balancer: Option<Spanned<String>>,
+    /// Consistent-hash key: `client_ip`, `header:NAME` or `cookie:NAME`.
+    pub hash_key: Option<Spanned<String>>,
+    /// Failures within `fail_timeout` that eject an endpoint (0 disables).
+    pub max_fails: Option<u32>,
+    /// Failure window and ejection time.
+    pub fail_timeout: Option<Spanned<String>>,
+    /// Endpoints one request may try.
+    pub max_attempts: Option<u32>,
+    /// Connect timeout.
+    pub connect_timeout: Option<Spanned<String>>,
+    /// Time to the response head.
+    pub response_header_timeout: Option<Spanned<String>>,
+    /// Longest pause inside a response body.
+    pub idle_timeout: Option<Spanned<String>>,
+    /// Idle pooled connections kept per endpoint.
+    pub keepalive: Option<usize>,
+    /// Lifetime of an idle pooled connection.
+    pub keepalive_timeout: Option<Spanned<String>>,
+}
+
+/// One endpoint entry.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawEndpoint {
+    /// `"host:port"`
+    Address(String),
+    /// `{ address = "host:port", weight = 2 }`
+    Detailed {
+        /// `host:port`
+        address: String,
+        /// Balancing weight (default 1).
+        weight: Option<u32>,
+    },
+}
+
+/// `set`/`add`/`remove` header edits.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHeaderRules {
+    /// Replace or create.
+    #[serde(default)]
+    pub set: BTreeMap<String, String>,
+    /// Append.
+    #[serde(default)]
+    pub add: BTreeMap<String, String>,
+    /// Delete.
+    #[serde(default)]
+    pub remove: Vec<String>,
+}
+
+/// `[[servers]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    /// Host names (`*.suffix` wildcards allowed).
+    #[serde(default)]
+    pub names: Vec<String>,
+    /// Serve hosts that match no server.
+    #[serde(default)]
+    pub default: bool,
+    /// Request header edits for every route.
+    pub request_headers: Option<Spanned<RawHeaderRules>>,
+    /// Response header edits for every route.
+    pub response_headers: Option<Spanned<RawHeaderRules>>,
+    /// Routes.
+    #[serde(default)]
+    pub routes: Vec<Spanned<RawRoute>>,
+}
+
+/// `[[servers.routes]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    /// Prefix match.
+    pub prefix: Option<Spanned<String>>,
+    /// Exact match.
+    pub exact: Option<Spanned<String>>,
+    /// Regex match.
+    pub regex: Option<Spanned<String>>,
+    /// Allowed methods.
+    pub methods: Option<Vec<Spanned<String>>>,
+    /// Required header values.
+    pub headers: Option<Spanned<BTreeMap<String, String>>>,
+    /// Upstream to proxy to.
+    pub upstream: Option<Spanned<String>>,
+    /// Redirect instead of proxying.
+    pub redirect: Option<Spanned<RawRedirect>>,
+    /// Remove this path prefix before forwarding.
+    pub strip_prefix: Option<Spanned<String>>,
+    /// Replace the matched `prefix` with this.
+    pub replace_prefix: Option<Spanned<String>>,
+    /// Regex path rewrite.
+    pub regex_rewrite: Option<Spanned<RawRegexRewrite>>,
+    /// `pass`, `endpoint`, or a value template for the upstream `Host`.
+    pub host: Option<Spanned<String>>,
+    /// Request header edits (after the server's).
+    pub request_headers: Option<Spanned<RawHeaderRules>>,
+    /// Response header edits (after the server's).
+    pub response_headers: Option<Spanned<RawHeaderRules>>,
+}
+
+/// `redirect = { status = 301, location = "..." }`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRedirect {
+    /// 301, 302, 303, 307 or 308 (default 302).
+    pub status: Option<u16>,
+    /// `Location` template.
+    pub location: String,
+}
+
+/// `regex_rewrite = { pattern = "...", replacement = "..." }`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRegexRewrite {
+    /// The regex.
+    pub pattern: String,
+    /// Replacement with `$1` / `${name}`.
+    pub replacement: String,
+}

@@ -137,11 +137,11 @@ impl Body for ResponseBody {
             }
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
             Poll::Pending => {
-                if let Some((d, sleep)) = &mut this.idle {
-                    if sleep.as_mut().poll(cx).is_ready() {
-                        tracing::warn!(timeout = ?d, "upstream response body idle timeout");
-                        return Poll::Ready(Some(Err(Box::new(IdleTimeout(*d)))));
-                    }
+                if let Some((d, sleep)) = &mut this.idle
+                    && sleep.as_mut().poll(cx).is_ready()
+                {
+                    tracing::warn!(timeout = ?d, "upstream response body idle timeout");
+                    return Poll::Ready(Some(Err(Box::new(IdleTimeout(*d)))));
                 }
                 Poll::Pending
             }

@@ -36,6 +36,10 @@ pub struct ProxyRoute {
 
 /// What a matched route does.
 #[derive(Debug, Clone)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one per route, built once per config; boxing would add a pointer chase per request"
+)]
 pub enum RouteAction {
     /// Forward to an upstream.
     Proxy(ProxyRoute),

@@ -64,7 +64,8 @@ pub struct SendError {
     pub error: UpstreamError,
     /// The request, handed back when the connector can prove none of it was sent, so that the
     /// core may try another endpoint even for non-idempotent requests with a body.
-    pub request: Option<Request<ProxyBody>>,
+    /// Boxed so that `Result<Response, SendError>` stays small on the success path.
+    pub request: Option<Box<Request<ProxyBody>>>,
 }
 
 impl SendError {
@@ -80,7 +81,7 @@ impl SendError {
     pub fn unsent(error: UpstreamError, request: Request<ProxyBody>) -> Self {
         SendError {
             error,
-            request: Some(request),
+            request: Some(Box::new(request)),
         }
     }
 }

@@ -104,10 +104,10 @@ impl ForwardingHeaders {
                 }
             }
         }
-        if self.x_real_ip {
-            if let Ok(v) = HeaderValue::from_str(&ip.to_string()) {
-                headers.insert(X_REAL_IP, v);
-            }
+        if self.x_real_ip
+            && let Ok(v) = HeaderValue::from_str(&ip.to_string())
+        {
+            headers.insert(X_REAL_IP, v);
         }
         if self.forwarded {
             let mut element = String::with_capacity(48);

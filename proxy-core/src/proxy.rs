@@ -210,10 +210,10 @@ async fn pipeline(
     if header_bytes > limits.max_header_bytes {
         return Err(ProxyError::HeadersTooLarge);
     }
-    if let Some(max) = limits.max_body_bytes {
-        if content_length(req.headers()).is_some_and(|len| len > max) {
-            return Err(ProxyError::PayloadTooLarge);
-        }
+    if let Some(max) = limits.max_body_bytes
+        && content_length(req.headers()).is_some_and(|len| len > max)
+    {
+        return Err(ProxyError::PayloadTooLarge);
     }
     if let Some(path) = normalize_path(req.uri().path()) {
         let pq = match req.uri().query() {
@@ -417,10 +417,10 @@ async fn proxy_to_upstream(
         tried.push(index);
         entry.attempts += 1;
         let endpoint = &upstream.endpoints()[index];
-        if matches!(route.host, HostRewrite::Endpoint) {
-            if let Ok(h) = HeaderValue::from_str(endpoint.authority().as_str()) {
-                req.headers_mut().insert(header::HOST, h);
-            }
+        if matches!(route.host, HostRewrite::Endpoint)
+            && let Ok(h) = HeaderValue::from_str(endpoint.authority().as_str())
+        {
+            req.headers_mut().insert(header::HOST, h);
         }
         let in_flight = endpoint.start();
         let sent_at = Instant::now();
@@ -454,15 +454,15 @@ async fn proxy_to_upstream(
             }
             Err(SendError { error, request }) => {
                 drop(in_flight);
-                if error.is_endpoint_failure() {
-                    if let HealthChange::Ejected(_) = endpoint.record_failure(policy.health, now) {
-                        tracing::warn!(
-                            upstream = upstream.name(),
-                            endpoint = %endpoint.addr(),
-                            fail_timeout = ?policy.health.fail_timeout,
-                            "endpoint ejected"
-                        );
-                    }
+                if error.is_endpoint_failure()
+                    && let HealthChange::Ejected(_) = endpoint.record_failure(policy.health, now)
+                {
+                    tracing::warn!(
+                        upstream = upstream.name(),
+                        endpoint = %endpoint.addr(),
+                        fail_timeout = ?policy.health.fail_timeout,
+                        "endpoint ejected"
+                    );
                 }
                 tracing::warn!(
                     upstream = upstream.name(),
@@ -474,7 +474,7 @@ async fn proxy_to_upstream(
                 );
                 let more = tried.len() < policy.max_attempts as usize;
                 next = match request {
-                    Some(r) if more => Some(r),
+                    Some(r) if more => Some(*r),
                     _ if more && error.is_endpoint_failure() => {
                         replay.clone().map(|h| h.into_request(body::empty()))
                     }

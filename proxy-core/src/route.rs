@@ -206,10 +206,10 @@ impl<T> CompiledHost<T> {
 
     fn find(&self, method: &Method, path: &str, headers: &HeaderMap) -> Option<usize> {
         let accepts = |i: &usize| self.routes[*i].accepts(method, headers);
-        if let Some(candidates) = self.exact.get(path) {
-            if let Some(&i) = candidates.iter().find(|i| accepts(i)) {
-                return Some(i);
-            }
+        if let Some(candidates) = self.exact.get(path)
+            && let Some(&i) = candidates.iter().find(|i| accepts(i))
+        {
+            return Some(i);
         }
         let regex_hit = self.regexes.iter().copied().find(|i| {
             matches!(&self.routes[*i].path, PathMatch::Regex(re) if re.is_match(path)) && accepts(i)

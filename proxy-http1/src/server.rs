@@ -212,12 +212,12 @@ fn validate(version: Version, headers: &HeaderMap) -> Result<(), &'static str> {
     if hosts == 0 && version == Version::HTTP_11 {
         return Err("missing Host header");
     }
-    if let Some(host) = headers.get(header::HOST) {
-        if host.to_str().map_or(true, |h| {
+    if let Some(host) = headers.get(header::HOST)
+        && host.to_str().map_or(true, |h| {
             h.parse::<http::uri::Authority>().is_err() && !h.is_empty()
-        }) {
-            return Err("invalid Host header");
-        }
+        })
+    {
+        return Err("invalid Host header");
     }
     // RFC 9112 section 6.1: a request with both is a smuggling attempt or a broken client;
     // "A server MAY reject a request that contains both Content-Length and Transfer-Encoding".
@@ -237,8 +237,7 @@ fn validate(version: Version, headers: &HeaderMap) -> Result<(), &'static str> {
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
             .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .last();
+            .rfind(|t| !t.is_empty());
         if !last.is_some_and(|t| t.eq_ignore_ascii_case("chunked")) {
             return Err("chunked is not the final transfer coding");
         }

@@ -89,6 +89,7 @@ where
         state.dispatched.fetch_add(1, Ordering::AcqRel);
         state.in_flight.fetch_add(1, Ordering::AcqRel);
         let in_flight = state.in_flight.clone();
+        let state = state.clone();
         let info = info.clone();
         let mut service = service.clone();
         async move {
@@ -96,6 +97,9 @@ where
                 Ok(req) => call(&mut service, req).await,
                 Err(rejection) => rejection,
             };
+            if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+                state.upgraded.store(true, Ordering::Release);
+            }
             Ok::<_, Infallible>(resp.map(|b| Tracked {
                 inner: b,
                 in_flight: Some(in_flight),

@@ -10,7 +10,7 @@ use std::future::Future as _;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -27,6 +27,8 @@ pub(crate) struct ConnState {
     pub(crate) in_flight: Arc<AtomicUsize>,
     /// Requests handed to the service so far.
     pub(crate) dispatched: AtomicU64,
+    /// Set once a 101 response hands the connection to a tunnel: no HTTP timers apply after.
+    pub(crate) upgraded: AtomicBool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,11 +74,31 @@ impl<I> TimedIo<I> {
             peer,
         }
     }
-}
-
-impl<I> TimedIo<I> {
     /// Tracks whether response bytes may still be on their way, in which case a 408 written
     /// now could land in the middle of a response.
+    /// Starts the keep-alive timer once the last response is fully handed to the socket.
+    ///
+    /// hyper's last read of a request usually returned `Pending` on the socket while the
+    /// response was being produced, so it will not read again until the client sends bytes.
+    /// The timer is therefore armed here, in the flush that ends every response, and polled
+    /// once so that its expiry wakes the connection (and hyper's next read sees it).
+    fn arm_keepalive(&mut self, cx: &mut Context<'_>) {
+        let dispatched = self.state.dispatched.load(Ordering::Acquire);
+        let served_one = self.phase == Phase::Busy || dispatched != self.seen_dispatched;
+        if !served_one
+            || self.state.in_flight.load(Ordering::Acquire) > 0
+            || self.state.upgraded.load(Ordering::Acquire)
+        {
+            return;
+        }
+        self.phase = Phase::Idle;
+        self.seen_dispatched = dispatched;
+        self.timer
+            .as_mut()
+            .reset(Instant::now() + self.keepalive_timeout);
+        let _ = self.timer.as_mut().poll(cx);
+    }
+
     fn note_write(&mut self, polled: &Poll<io::Result<usize>>) {
         match polled {
             Poll::Ready(Ok(n)) if *n > 0 => self.unflushed = true,
@@ -93,7 +115,9 @@ impl<I: AsyncRead + AsyncWrite + Unpin> AsyncRead for TimedIo<I> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        if this.state.in_flight.load(Ordering::Acquire) > 0 {
+        if this.state.in_flight.load(Ordering::Acquire) > 0
+            || this.state.upgraded.load(Ordering::Acquire)
+        {
             this.phase = Phase::Busy;
             return Pin::new(&mut this.inner).poll_read(cx, buf);
         }
@@ -174,6 +198,7 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for TimedIo<I> {
         let polled = Pin::new(&mut self.inner).poll_flush(cx);
         if matches!(polled, Poll::Ready(Ok(()))) {
             self.unflushed = false;
+            self.arm_keepalive(cx);
         }
         polled
     }

@@ -417,9 +417,11 @@ async fn proxy_to_upstream(
         tried.push(index);
         entry.attempts += 1;
         let endpoint = &upstream.endpoints()[index];
-        if matches!(route.host, HostRewrite::Endpoint)
-            && let Ok(h) = HeaderValue::from_str(endpoint.authority().as_str())
-        {
+        // The endpoint's name when the route asks for it, and whenever the client sent no
+        // Host (HTTP/1.0): upstream requests are HTTP/1.1 or later, where Host is required.
+        let needs_host = matches!(route.host, HostRewrite::Endpoint)
+            || !req.headers().contains_key(header::HOST);
+        if needs_host && let Ok(h) = HeaderValue::from_str(endpoint.authority().as_str()) {
             req.headers_mut().insert(header::HOST, h);
         }
         let in_flight = endpoint.start();

@@ -389,3 +389,21 @@ async fn host_rewrite_to_endpoint_and_consistent_hash_on_header() {
         assert_eq!(s.headers["host"], s.endpoint.to_string());
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn http10_request_without_host_gets_the_endpoint_name() {
+    let mock = echo_endpoint();
+    let up = upstream(&mock, &["127.0.0.1:9001"], UpstreamPolicy::default());
+    let p = proxy(
+        vec![route(
+            PathMatch::Prefix("/".into()),
+            RouteAction::Proxy(proxy_route(&up)),
+        )],
+        Settings::default(),
+    );
+    let mut req = request(Method::GET, "/");
+    req.headers_mut().remove("host");
+    *req.version_mut() = http::Version::HTTP_10;
+    assert_eq!(p.handle(req).await.status(), StatusCode::OK);
+    assert_eq!(mock.seen()[0].headers["host"], "127.0.0.1:9001");
+}

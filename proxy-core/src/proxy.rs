@@ -245,6 +245,10 @@ async fn pipeline(
     let captures = captures_for(&routed, req.uri().path());
     let capture_refs: Vec<Option<&str>> = captures.iter().map(|c| c.as_deref()).collect();
 
+    if let Some(resp) = max_forwards(&mut req) {
+        return Ok(resp.into());
+    }
+
     match &routed.route.action {
         RouteAction::Redirect(redirect) => {
             let vars = Vars {
@@ -270,6 +274,45 @@ async fn pipeline(
             proxy_to_upstream(config, conn, req, route, &route_host, &capture_refs, entry).await
         }
     }
+}
+
+/// The methods the proxy answers for itself as a final recipient (`Allow`).
+const ALLOW: &str = "GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH";
+
+/// RFC 9110 section 7.6.2: "Each intermediary that receives a TRACE or OPTIONS request
+/// containing a Max-Forwards header field MUST check and update its value prior to forwarding
+/// the request. If the received value is zero (0), the intermediary MUST NOT forward the
+/// request; instead, the intermediary MUST respond as the final recipient."
+///
+/// As the final recipient, OPTIONS gets 200 with `Allow`; TRACE gets 405, because echoing
+/// requests back (cross-site tracing) is not something a public proxy should do.
+fn max_forwards(req: &mut Request<ProxyBody>) -> Option<Response<ProxyBody>> {
+    if *req.method() != Method::OPTIONS && *req.method() != Method::TRACE {
+        return None;
+    }
+    let value = req.headers().get(header::MAX_FORWARDS)?;
+    let Some(n) = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+    else {
+        // An invalid value is ignored, as if absent.
+        return None;
+    };
+    if n > 0 {
+        req.headers_mut()
+            .insert(header::MAX_FORWARDS, HeaderValue::from(n - 1));
+        return None;
+    }
+    let mut resp = Response::new(body::empty());
+    if *req.method() == Method::TRACE {
+        *resp.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+    }
+    resp.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(ALLOW));
+    resp.headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    Some(resp)
 }
 
 /// Regex captures of the matched route, computed only when a regex route matched.

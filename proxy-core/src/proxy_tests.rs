@@ -407,3 +407,42 @@ async fn http10_request_without_host_gets_the_endpoint_name() {
     assert_eq!(p.handle(req).await.status(), StatusCode::OK);
     assert_eq!(mock.seen()[0].headers["host"], "127.0.0.1:9001");
 }
+
+#[tokio::test(start_paused = true)]
+async fn max_forwards_is_honoured_for_options_and_trace() {
+    let mock = echo_endpoint();
+    let up = upstream(&mock, &["127.0.0.1:9001"], UpstreamPolicy::default());
+    let p = proxy(
+        vec![route(
+            PathMatch::Prefix("/".into()),
+            RouteAction::Proxy(proxy_route(&up)),
+        )],
+        Settings::default(),
+    );
+    let with = |method: Method, mf: &'static str| {
+        let mut req = request(method, "/x");
+        req.headers_mut()
+            .insert("max-forwards", HeaderValue::from_static(mf));
+        req
+    };
+    let resp = p.handle(with(Method::OPTIONS, "0")).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(resp.headers().contains_key("allow"));
+    let resp = p.handle(with(Method::TRACE, "0")).await;
+    assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert!(mock.seen().is_empty(), "Max-Forwards: 0 is never forwarded");
+    assert_eq!(
+        p.handle(with(Method::OPTIONS, "5")).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        p.handle(with(Method::GET, "0")).await.status(),
+        StatusCode::OK
+    );
+    let seen = mock.seen();
+    assert_eq!(seen[0].headers["max-forwards"], "4");
+    assert_eq!(
+        seen[1].headers["max-forwards"], "0",
+        "only OPTIONS and TRACE are counted"
+    );
+}

@@ -11,6 +11,7 @@
 
 mod bodies;
 pub mod client;
+mod head_scan;
 pub mod server;
 mod timed_io;
 

@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tower_service::Service;
 
 use crate::bodies::{Prepend, Tracked};
+use crate::head_scan;
 use crate::timed_io::{ConnState, TimedIo};
 
 /// Limits and timeouts of the HTTP/1.1 server.
@@ -86,14 +87,18 @@ where
     );
     let info = Arc::new(info);
     let adapter = hyper::service::service_fn(move |req: Request<Incoming>| {
-        state.dispatched.fetch_add(1, Ordering::AcqRel);
+        let number = state.dispatched.fetch_add(1, Ordering::AcqRel);
+        let both_lengths = state.head_flags_for(number).is_some_and(|f| {
+            f & (head_scan::CONTENT_LENGTH | head_scan::TRANSFER_ENCODING)
+                == head_scan::CONTENT_LENGTH | head_scan::TRANSFER_ENCODING
+        });
         state.in_flight.fetch_add(1, Ordering::AcqRel);
         let in_flight = state.in_flight.clone();
         let state = state.clone();
         let info = info.clone();
         let mut service = service.clone();
         async move {
-            let resp = match prepare(req, &info).await {
+            let resp = match prepare(req, &info, both_lengths).await {
                 Ok(req) => call(&mut service, req).await,
                 Err(rejection) => rejection,
             };
@@ -148,13 +153,27 @@ where
 async fn prepare(
     mut req: Request<Incoming>,
     info: &Arc<ConnInfo>,
+    both_lengths: bool,
 ) -> Result<Request<ProxyBody>, Response<ProxyBody>> {
+    // hyper removes Content-Length when Transfer-Encoding is present; the raw head says
+    // whether both were sent.
+    if both_lengths {
+        let err = ProxyError::BadRequest("both Content-Length and Transfer-Encoding");
+        return Err(reject(&req, info, err));
+    }
     if let Err(why) = validate(req.version(), req.headers()) {
         return Err(reject(&req, info, ProxyError::BadRequest(why)));
     }
     if req.method() == Method::CONNECT {
         let mut resp = ProxyError::BadRequest("CONNECT").to_response();
         *resp.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+        // RFC 9110 section 15.5.6: "The origin server MUST generate an Allow header field in
+        // a 405 response containing a list of the target resource's currently supported
+        // methods."
+        resp.headers_mut().insert(
+            header::ALLOW,
+            http::HeaderValue::from_static("GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH"),
+        );
         tracing::info!(peer = %info.peer, method = "CONNECT", status = 405, "CONNECT refused");
         return Err(resp);
     }

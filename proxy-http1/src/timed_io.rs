@@ -17,6 +17,8 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
+use crate::head_scan::HeadScan;
+
 const RESPONSE_408: &[u8] =
     b"HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-length: 0\r\n\r\n";
 
@@ -29,6 +31,18 @@ pub(crate) struct ConnState {
     pub(crate) dispatched: AtomicU64,
     /// Set once a 101 response hands the connection to a tunnel: no HTTP timers apply after.
     pub(crate) upgraded: AtomicBool,
+    /// What [`HeadScan`] found in the last head scanned: `(dispatch number << 8) | flags`,
+    /// where the dispatch number is the value of `dispatched` before that request.
+    pub(crate) head_flags: AtomicU64,
+}
+
+impl ConnState {
+    /// The scanner's flags for the request about to be dispatched as number `n`, if its head
+    /// was scanned (a head pipelined behind another in the same read is not).
+    pub(crate) fn head_flags_for(&self, n: u64) -> Option<u8> {
+        let v = self.head_flags.load(Ordering::Acquire);
+        (v >> 8 == n).then_some((v & 0xff) as u8)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +63,7 @@ pub(crate) struct TimedIo<I> {
     timer: Pin<Box<Sleep>>,
     phase: Phase,
     seen_dispatched: u64,
+    scan: Option<HeadScan>,
     unflushed: bool,
     peer: std::net::SocketAddr,
 }
@@ -70,6 +85,7 @@ impl<I> TimedIo<I> {
             timer: Box::pin(tokio::time::sleep(head_timeout)),
             phase: Phase::Idle,
             seen_dispatched: 0,
+            scan: None,
             unflushed: false,
             peer,
         }
@@ -132,11 +148,21 @@ impl<I: AsyncRead + AsyncWrite + Unpin> AsyncRead for TimedIo<I> {
         let before = buf.filled().len();
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
-                if buf.filled().len() > before && this.phase == Phase::Idle {
+                let read = &buf.filled()[before..];
+                if !read.is_empty() && this.phase == Phase::Idle {
                     this.phase = Phase::Head;
                     this.timer
                         .as_mut()
                         .reset(Instant::now() + this.head_timeout);
+                    this.scan = Some(HeadScan::default());
+                }
+                if let Some(scan) = &mut this.scan
+                    && let Some(flags) = scan.feed(read)
+                {
+                    this.scan = None;
+                    this.state
+                        .head_flags
+                        .store((dispatched << 8) | u64::from(flags), Ordering::Release);
                 }
                 Poll::Ready(Ok(()))
             }

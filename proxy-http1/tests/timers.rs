@@ -1,7 +1,11 @@
 //! The head timer against real sockets: a slow request head gets 408, an idle keep-alive
 //! connection closes quietly, and an upgraded connection is left alone.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test helpers panic on purpose")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test helpers panic on purpose"
+)]
 
 use std::convert::Infallible;
 use std::future::Future;

@@ -88,17 +88,14 @@ where
     let info = Arc::new(info);
     let adapter = hyper::service::service_fn(move |req: Request<Incoming>| {
         let number = state.dispatched.fetch_add(1, Ordering::AcqRel);
-        let both_lengths = state.head_flags_for(number).is_some_and(|f| {
-            f & (head_scan::CONTENT_LENGTH | head_scan::TRANSFER_ENCODING)
-                == head_scan::CONTENT_LENGTH | head_scan::TRANSFER_ENCODING
-        });
+        let framing = state.head_flags_for(number);
         state.in_flight.fetch_add(1, Ordering::AcqRel);
         let in_flight = state.in_flight.clone();
         let state = state.clone();
         let info = info.clone();
         let mut service = service.clone();
         async move {
-            let resp = match prepare(req, &info, both_lengths).await {
+            let resp = match prepare(req, &info, framing).await {
                 Ok(req) => call(&mut service, req).await,
                 Err(rejection) => rejection,
             };
@@ -153,13 +150,21 @@ where
 async fn prepare(
     mut req: Request<Incoming>,
     info: &Arc<ConnInfo>,
-    both_lengths: bool,
+    framing: Option<u8>,
 ) -> Result<Request<ProxyBody>, Response<ProxyBody>> {
-    // hyper removes Content-Length when Transfer-Encoding is present; the raw head says
-    // whether both were sent.
-    if both_lengths {
-        let err = ProxyError::BadRequest("both Content-Length and Transfer-Encoding");
-        return Err(reject(&req, info, err));
+    // hyper removes Content-Length when Transfer-Encoding is present, so the raw-head scan
+    // decides. A chunked request whose head the scanner could not follow is refused too:
+    // failing closed costs a retry for a rare pipelining client, failing open a smuggling hole.
+    let both = head_scan::CONTENT_LENGTH | head_scan::TRANSFER_ENCODING;
+    let rejection = match framing {
+        Some(flags) if flags & both == both => Some("both Content-Length and Transfer-Encoding"),
+        None if req.headers().contains_key(header::TRANSFER_ENCODING) => {
+            Some("chunked request whose framing could not be verified")
+        }
+        _ => None,
+    };
+    if let Some(why) = rejection {
+        return Err(reject(&req, info, ProxyError::BadRequest(why)));
     }
     if let Err(why) = validate(req.version(), req.headers()) {
         return Err(reject(&req, info, ProxyError::BadRequest(why)));

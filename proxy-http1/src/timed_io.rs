@@ -31,17 +31,30 @@ pub(crate) struct ConnState {
     pub(crate) dispatched: AtomicU64,
     /// Set once a 101 response hands the connection to a tunnel: no HTTP timers apply after.
     pub(crate) upgraded: AtomicBool,
-    /// What [`HeadScan`] found in the last head scanned: `(dispatch number << 8) | flags`,
-    /// where the dispatch number is the value of `dispatched` before that request.
-    pub(crate) head_flags: AtomicU64,
+    /// What [`HeadScan`] found per request, by request number modulo the ring size.
+    heads: [AtomicU64; HEAD_RING],
 }
 
+/// Heads remembered between being read and being dispatched; a deeper pipeline in one read
+/// leaves the oldest unrecorded, and those requests count as unscanned.
+const HEAD_RING: usize = 16;
+/// Marks a ring slot as written.
+const SCANNED: u64 = 0x80;
+
 impl ConnState {
-    /// The scanner's flags for the request about to be dispatched as number `n`, if its head
-    /// was scanned (a head pipelined behind another in the same read is not).
+    fn record_head(&self, number: u64, flags: u8) {
+        let slot = &self.heads[(number % HEAD_RING as u64) as usize];
+        slot.store(
+            (number << 8) | SCANNED | u64::from(flags),
+            Ordering::Release,
+        );
+    }
+
+    /// The scanner's flags for request number `n` (0-based, in arrival order), or `None`
+    /// when its head was not scanned.
     pub(crate) fn head_flags_for(&self, n: u64) -> Option<u8> {
-        let v = self.head_flags.load(Ordering::Acquire);
-        (v >> 8 == n).then_some((v & 0xff) as u8)
+        let v = self.heads[(n % HEAD_RING as u64) as usize].load(Ordering::Acquire);
+        (v & SCANNED != 0 && v >> 8 == n).then_some((v & 0x7f) as u8)
     }
 }
 
@@ -63,7 +76,7 @@ pub(crate) struct TimedIo<I> {
     timer: Pin<Box<Sleep>>,
     phase: Phase,
     seen_dispatched: u64,
-    scan: Option<HeadScan>,
+    scan: HeadScan,
     unflushed: bool,
     peer: std::net::SocketAddr,
 }
@@ -85,7 +98,7 @@ impl<I> TimedIo<I> {
             timer: Box::pin(tokio::time::sleep(head_timeout)),
             phase: Phase::Idle,
             seen_dispatched: 0,
-            scan: None,
+            scan: HeadScan::new(),
             unflushed: false,
             peer,
         }
@@ -107,12 +120,19 @@ impl<I> TimedIo<I> {
         {
             return;
         }
+        self.enter_idle(dispatched);
+        let _ = self.timer.as_mut().poll(cx);
+    }
+
+    /// Every request so far has been answered: wait for the next head, under the keep-alive
+    /// timeout, with the scanner at a head boundary.
+    fn enter_idle(&mut self, dispatched: u64) {
         self.phase = Phase::Idle;
         self.seen_dispatched = dispatched;
+        self.scan.resync(dispatched);
         self.timer
             .as_mut()
             .reset(Instant::now() + self.keepalive_timeout);
-        let _ = self.timer.as_mut().poll(cx);
     }
 
     fn note_write(&mut self, polled: &Poll<io::Result<usize>>) {
@@ -131,42 +151,35 @@ impl<I: AsyncRead + AsyncWrite + Unpin> AsyncRead for TimedIo<I> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        if this.state.in_flight.load(Ordering::Acquire) > 0
-            || this.state.upgraded.load(Ordering::Acquire)
-        {
+        let upgraded = this.state.upgraded.load(Ordering::Acquire);
+        let busy = upgraded || this.state.in_flight.load(Ordering::Acquire) > 0;
+        if busy {
             this.phase = Phase::Busy;
-            return Pin::new(&mut this.inner).poll_read(cx, buf);
-        }
-        let dispatched = this.state.dispatched.load(Ordering::Acquire);
-        if this.phase == Phase::Busy || dispatched != this.seen_dispatched {
-            this.seen_dispatched = dispatched;
-            this.phase = Phase::Idle;
-            this.timer
-                .as_mut()
-                .reset(Instant::now() + this.keepalive_timeout);
+        } else {
+            let dispatched = this.state.dispatched.load(Ordering::Acquire);
+            if this.phase == Phase::Busy || dispatched != this.seen_dispatched {
+                this.enter_idle(dispatched);
+            }
         }
         let before = buf.filled().len();
-        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
+        match polled {
             Poll::Ready(Ok(())) => {
                 let read = &buf.filled()[before..];
+                if !upgraded {
+                    let state = &this.state;
+                    this.scan.feed(read, |n, flags| state.record_head(n, flags));
+                }
                 if !read.is_empty() && this.phase == Phase::Idle {
                     this.phase = Phase::Head;
                     this.timer
                         .as_mut()
                         .reset(Instant::now() + this.head_timeout);
-                    this.scan = Some(HeadScan::default());
-                }
-                if let Some(scan) = &mut this.scan
-                    && let Some(flags) = scan.feed(read)
-                {
-                    this.scan = None;
-                    this.state
-                        .head_flags
-                        .store((dispatched << 8) | u64::from(flags), Ordering::Release);
                 }
                 Poll::Ready(Ok(()))
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending if busy => Poll::Pending,
             Poll::Pending => {
                 if this.timer.as_mut().poll(cx).is_pending() {
                     return Poll::Pending;

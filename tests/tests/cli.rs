@@ -1,0 +1,192 @@
+//! What the CLI runs, called as a library: `proxy-bin check` is `config::load` plus the
+//! `FILE:LINE:COL: message` rendering of `ConfigErrors`; `proxy-bin demo` is `demo::config`
+//! served by `server::start`; and `examples/shop.toml` must stay valid.
+
+// Tests panic on purpose: a failed assertion or setup step is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+
+use http::{HeaderMap, Method};
+use proxy_bin::config;
+use proxy_core::RouteAction;
+use tests::client;
+use tests::within;
+
+/// A file in the temp directory, removed on drop.
+struct TempFile(PathBuf);
+
+impl TempFile {
+    fn new(name: &str, text: &str) -> TempFile {
+        let path =
+            std::env::temp_dir().join(format!("proxy-e2e-{}-{name}.toml", std::process::id()));
+        std::fs::write(&path, text).unwrap();
+        TempFile(path)
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn load_errors(path: &Path) -> (config::ConfigErrors, String) {
+    let errors = config::load(path).expect_err("the configuration must be rejected");
+    let text = errors.to_string();
+    (errors, text)
+}
+
+#[test]
+fn check_reports_every_error_as_file_line_col() {
+    let file = TempFile::new(
+        "errors",
+        r#"[[listeners]]
+address = "127.0.0.1:0"
+
+[upstreams.app]
+endpoints = ["127.0.0.1:9"]
+balancer = "fastest"
+fail_timeout = "10 parsecs"
+
+[[servers]]
+default = true
+
+[[servers.routes]]
+prefix = "no-slash"
+upstream = "app"
+
+[[servers.routes]]
+prefix = "/x/"
+upstream = "missing"
+"#,
+    );
+    let (errors, text) = load_errors(&file.0);
+    let p = file.0.display().to_string();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines.len(),
+        errors.errors.len(),
+        "one line per error:\n{text}"
+    );
+    assert_eq!(lines.len(), 4, "{text}");
+    let expect = [
+        (6, 12, "unknown balancer `fastest`"),
+        (7, 16, "invalid duration"),
+        (13, 10, "path `no-slash` must start with `/`"),
+        (18, 12, "unknown upstream `missing`"),
+    ];
+    for (line, (l, c, msg)) in lines.iter().zip(expect) {
+        let prefix = format!("{p}:{l}:{c}: ");
+        assert!(
+            line.starts_with(&prefix) && line[prefix.len()..].starts_with(msg),
+            "expected `{prefix}{msg}...`, got `{line}`\nall:\n{text}"
+        );
+    }
+    assert_eq!(errors.file, file.0);
+}
+
+#[test]
+fn check_reports_toml_and_schema_errors_with_position() {
+    let file = TempFile::new(
+        "syntax",
+        "[[listeners]]\naddress = \"127.0.0.1:0\"\n\n[upstreams.app]\nendpoints = [\"127.0.0.1:9\"]\nbalancr = \"random\"\n",
+    );
+    let (_, text) = load_errors(&file.0);
+    let p = file.0.display();
+    assert!(
+        text.starts_with(&format!("{p}:6:1: ")) && text.contains("unknown field `balancr`"),
+        "{text}"
+    );
+    assert_eq!(text.lines().count(), 1);
+
+    let file = TempFile::new("broken", "[[listeners]\naddress = \n");
+    let (errors, text) = load_errors(&file.0);
+    assert_eq!(errors.errors.len(), 1, "{text}");
+    assert!(
+        text.starts_with(&format!("{}:1:", file.0.display())),
+        "{text}"
+    );
+
+    let file = TempFile::new("nolisteners", "[log]\nlevel = \"info\"\n");
+    let (_, text) = load_errors(&file.0);
+    assert!(text.contains("no `[[listeners]]`"), "{text}");
+}
+
+#[test]
+fn check_reports_a_missing_file() {
+    let path = std::env::temp_dir().join(format!("proxy-e2e-{}-absent.toml", std::process::id()));
+    let (errors, text) = load_errors(&path);
+    assert_eq!(errors.errors.len(), 1);
+    assert!(
+        text.starts_with(&format!("{}:1:1: cannot read the file", path.display())),
+        "{text}"
+    );
+}
+
+#[test]
+fn shop_example_loads() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/shop.toml");
+    let config = config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.listeners, ["127.0.0.1:8080".parse().unwrap()]);
+    let upstream_of = |host: &str, path: &str| {
+        let m = config
+            .proxy
+            .routes
+            .find(host, &Method::GET, path, &HeaderMap::new())
+            .unwrap_or_else(|| panic!("no route for {host}{path}"));
+        match &m.route.action {
+            RouteAction::Proxy(p) => p.upstream.name().to_owned(),
+            RouteAction::Redirect(_) => "redirect".to_owned(),
+        }
+    };
+    assert_eq!(upstream_of("shop.example.com", "/products/1"), "catalog");
+    assert_eq!(upstream_of("shop.example.com", "/checkout/cart"), "orders");
+    assert_eq!(upstream_of("shop.example.com", "/account/me"), "accounts");
+    assert_eq!(upstream_of("shop.example.com", "/"), "catalog");
+    assert_eq!(
+        upstream_of("anything.else", "/checkout/x"),
+        "orders",
+        "default server"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_serves_its_routes() {
+    within(30, "demo", async {
+        let config = proxy_bin::demo::config("127.0.0.1:0".parse().unwrap())
+            .await
+            .expect("the demo configuration is valid");
+        let running = proxy_bin::server::start(config).await.unwrap();
+        let addr = running.addrs()[0];
+        assert!(proxy_bin::demo::banner(addr).contains(&addr.to_string()));
+
+        let mut served_by = Vec::new();
+        for _ in 0..2 {
+            let r = client::get(addr, "/products/42").await;
+            assert_eq!(r.status, 200);
+            assert!(r.text().starts_with("catalog endpoint"), "{}", r.text());
+            assert!(
+                r.text()
+                    .contains("served GET /products/42 (client 127.0.0.1)"),
+                "{}",
+                r.text()
+            );
+            served_by.push(r.header("x-served-by").unwrap().to_owned());
+        }
+        assert_ne!(
+            served_by[0], served_by[1],
+            "round robin over two catalog endpoints"
+        );
+        let r = client::get(addr, "/checkout/cart").await;
+        assert!(r.text().starts_with("orders endpoint"), "{}", r.text());
+        let r = client::get(addr, "/old-shop").await;
+        assert_eq!(r.status, 301);
+        assert_eq!(
+            r.header("location"),
+            Some(format!("http://{addr}/products/").as_str())
+        );
+        running.shutdown().await;
+    })
+    .await;
+}

@@ -62,6 +62,16 @@ impl TestProxy {
         TestProxy { running, addr }
     }
 
+    /// The common fixture: `settings` (TOML such as a `[proxy]` table, or empty), then one
+    /// upstream `app` at `backend` and a default server routing every path to it.
+    pub async fn single(backend: SocketAddr, settings: &str) -> TestProxy {
+        let text = format!(
+            "{settings}\n[upstreams.app]\nendpoints = [\"{backend}\"]\n\n[[servers]]\ndefault = true\n\n\
+             [[servers.routes]]\nprefix = \"/\"\nupstream = \"app\"\n"
+        );
+        TestProxy::start(&text).await
+    }
+
     /// The bound address.
     pub fn addr(&self) -> SocketAddr {
         self.addr

@@ -10,25 +10,16 @@
 use std::time::Duration;
 
 use tests::raw::RawConn;
-use tests::{Backend, TestProxy, fill, within};
+use tests::{Backend, TestProxy, within};
 use tokio::time::Instant;
 
-const CONFIG: &str = r#"
+/// Proxy settings for these tests; the upstream and routes are `TestProxy::single`'s.
+const SETTINGS: &str = r#"
 [proxy]
 max_uri_bytes = 1024
 max_header_bytes = 4096
 max_body_bytes = 1000
 header_read_timeout = "1s"
-
-[upstreams.app]
-endpoints = ["{A}"]
-
-[[servers]]
-default = true
-
-[[servers.routes]]
-prefix = "/"
-upstream = "app"
 "#;
 
 struct Case {
@@ -103,7 +94,7 @@ fn req(head: &str) -> Vec<u8> {
 async fn framing_errors_are_rejected() {
     within(60, "framing", async {
         let a = Backend::start("a").await;
-        let proxy = TestProxy::start(&fill(CONFIG, &[("A", a.addr())])).await;
+        let proxy = TestProxy::single(a.addr(), SETTINGS).await;
         let cases = [
             case(
                 "Content-Length and Transfer-Encoding",
@@ -192,7 +183,7 @@ async fn framing_errors_are_rejected() {
 async fn malformed_heads_are_rejected() {
     within(60, "heads", async {
         let a = Backend::start("a").await;
-        let proxy = TestProxy::start(&fill(CONFIG, &[("A", a.addr())])).await;
+        let proxy = TestProxy::single(a.addr(), SETTINGS).await;
         let cases = [
             case(
                 "obs-fold",
@@ -277,7 +268,7 @@ async fn malformed_heads_are_rejected() {
 async fn limits_and_connect() {
     within(60, "limits", async {
         let a = Backend::start("a").await;
-        let proxy = TestProxy::start(&fill(CONFIG, &[("A", a.addr())])).await;
+        let proxy = TestProxy::single(a.addr(), SETTINGS).await;
         let long_target = format!("GET /{} HTTP/1.1\nHost: m.test\n\n", "a".repeat(1100));
         let big_header = format!(
             "GET / HTTP/1.1\nHost: m.test\nX-Big: {}\n\n",
@@ -345,7 +336,7 @@ async fn limits_and_connect() {
 async fn chunked_body_over_the_limit_is_413() {
     within(30, "chunked limit", async {
         let a = Backend::start("a").await;
-        let proxy = TestProxy::start(&fill(CONFIG, &[("A", a.addr())])).await;
+        let proxy = TestProxy::single(a.addr(), SETTINGS).await;
         let mut body = String::new();
         for _ in 0..6 {
             body.push_str(&format!("12c\r\n{}\r\n", "d".repeat(300)));
@@ -370,7 +361,7 @@ async fn chunked_body_over_the_limit_is_413() {
 async fn slow_head_gets_408_and_close() {
     within(30, "408", async {
         let a = Backend::start("a").await;
-        let proxy = TestProxy::start(&fill(CONFIG, &[("A", a.addr())])).await;
+        let proxy = TestProxy::single(a.addr(), SETTINGS).await;
         let mut conn = RawConn::connect(proxy.addr()).await;
         let started = Instant::now();
         conn.send(b"GET /slow HTTP/1.1\r\nHost: m.test\r\nX-Part: ")
@@ -430,7 +421,7 @@ async fn slow_head_gets_408_and_close() {
 async fn smuggled_request_never_reaches_the_backend() {
     within(30, "smuggling", async {
         let a = Backend::start("a").await;
-        let proxy = TestProxy::start(&fill(CONFIG, &[("A", a.addr())])).await;
+        let proxy = TestProxy::single(a.addr(), SETTINGS).await;
         let payloads = [
             req("POST / HTTP/1.1\nHost: m.test\nContent-Length: 4\nTransfer-Encoding: chunked\n\n0\n\nGET /smuggled HTTP/1.1\nHost: m.test\n\n"),
             req("POST / HTTP/1.1\nHost: m.test\nTransfer-Encoding: xchunked\n\n0\n\nGET /smuggled HTTP/1.1\nHost: m.test\n\n"),
@@ -475,7 +466,7 @@ async fn smuggled_request_never_reaches_the_backend() {
 async fn late_invalid_chunk_never_completes_upstream() {
     within(30, "late chunk", async {
         let a = Backend::start("a").await;
-        let proxy = TestProxy::start(&fill(CONFIG, &[("A", a.addr())])).await;
+        let proxy = TestProxy::single(a.addr(), SETTINGS).await;
         let mut conn = RawConn::connect(proxy.addr()).await;
         conn.send(&req(
             "POST / HTTP/1.1\nHost: m.test\nTransfer-Encoding: chunked\n\n5\nhello\nzz\nworld\n0\n\n",
@@ -499,7 +490,7 @@ async fn late_invalid_chunk_never_completes_upstream() {
 async fn pipelined_request_with_both_lengths_is_rejected() {
     within(30, "pipelined CL+TE", async {
         let a = Backend::start("a").await;
-        let proxy = TestProxy::start(&fill(CONFIG, &[("A", a.addr())])).await;
+        let proxy = TestProxy::single(a.addr(), SETTINGS).await;
         let mut conn = RawConn::connect(proxy.addr()).await;
         conn.send(&req(
             "GET /first HTTP/1.1\nHost: m.test\n\n\
@@ -530,7 +521,7 @@ async fn pipelined_request_with_both_lengths_is_rejected() {
 async fn keep_alive_request_with_both_lengths_is_rejected() {
     within(30, "keep-alive CL+TE", async {
         let a = Backend::start("a").await;
-        let proxy = TestProxy::start(&fill(CONFIG, &[("A", a.addr())])).await;
+        let proxy = TestProxy::single(a.addr(), SETTINGS).await;
         let mut conn = RawConn::connect(proxy.addr()).await;
         conn.send(&req("GET /first HTTP/1.1\nHost: m.test\n\n")).await.unwrap();
         assert_eq!(conn.read_response().await.unwrap().status, 200);

@@ -9,29 +9,20 @@ use std::time::Duration;
 
 use tests::client::{Conn, empty, req};
 use tests::raw::RawConn;
-use tests::{Backend, TestProxy, fill, wait_until, within};
+use tests::{Backend, TestProxy, wait_until, within};
 use tokio::time::Instant;
 
-const CONFIG: &str = r#"
+/// Proxy settings for these tests; the upstream and routes are `TestProxy::single`'s.
+const SETTINGS: &str = r#"
 [proxy]
 shutdown_timeout = "20s"
-
-[upstreams.app]
-endpoints = ["{A}"]
-
-[[servers]]
-default = true
-
-[[servers.routes]]
-prefix = "/"
-upstream = "app"
 "#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_flight_request_completes_and_new_connections_are_refused() {
     within(40, "graceful shutdown", async {
         let a = Backend::start("a").await;
-        let proxy = TestProxy::start(&fill(CONFIG, &[("A", a.addr())])).await;
+        let proxy = TestProxy::single(a.addr(), SETTINGS).await;
         let addr = proxy.addr();
 
         // An idle keep-alive connection that has served one request.
@@ -113,11 +104,7 @@ async fn in_flight_request_completes_and_new_connections_are_refused() {
 async fn drain_deadline_bounds_shutdown() {
     within(30, "drain deadline", async {
         let a = Backend::start("a").await;
-        let proxy = TestProxy::start(&fill(
-            &CONFIG.replace("shutdown_timeout = \"20s\"", "shutdown_timeout = \"500ms\""),
-            &[("A", a.addr())],
-        ))
-        .await;
+        let proxy = TestProxy::single(a.addr(), "[proxy]\nshutdown_timeout = \"500ms\"").await;
         let addr = proxy.addr();
         let stuck = tokio::spawn(async move {
             let mut c = Conn::connect(addr).await;

@@ -23,7 +23,7 @@
 use http_body_util::BodyExt;
 use tests::client::{Conn, empty, req, streaming};
 use tests::rss::{self, PeakRss};
-use tests::{Backend, TestProxy, fill, within};
+use tests::{Backend, TestProxy, within};
 use tokio::time::Instant;
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -43,18 +43,6 @@ fn allowed_growth(size: u64) -> u64 {
     (size / 4).clamp(64 * MIB, 100 * MIB)
 }
 
-const CONFIG: &str = r#"
-[upstreams.app]
-endpoints = ["{A}"]
-
-[[servers]]
-default = true
-
-[[servers.routes]]
-prefix = "/"
-upstream = "app"
-"#;
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_download_streams_with_bounded_memory() {
     let _serial = SERIAL.lock().await;
@@ -65,7 +53,7 @@ async fn large_download_streams_with_bounded_memory() {
         };
         let size = size();
         let a = Backend::start("a").await;
-        let proxy = TestProxy::start(&fill(CONFIG, &[("A", a.addr())])).await;
+        let proxy = TestProxy::single(a.addr(), "").await;
         let mut c = Conn::connect(proxy.addr()).await;
         // Warm up allocators and pools with a small transfer first.
         let warm = c
@@ -144,7 +132,7 @@ async fn large_upload_streams_with_bounded_memory() {
         };
         let size = size();
         let a = Backend::start("a").await;
-        let proxy = TestProxy::start(&fill(CONFIG, &[("A", a.addr())])).await;
+        let proxy = TestProxy::single(a.addr(), "").await;
         let mut c = Conn::connect(proxy.addr()).await;
         let warm = c
             .send(

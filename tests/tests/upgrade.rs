@@ -9,21 +9,12 @@ use std::time::Duration;
 
 use tests::client::Echo;
 use tests::raw::RawConn;
-use tests::{Backend, TestProxy, fill, within};
+use tests::{Backend, TestProxy, within};
 
-const CONFIG: &str = r#"
+/// Proxy settings for these tests; the upstream and routes are `TestProxy::single`'s.
+const SETTINGS: &str = r#"
 [proxy]
 via = "edge"
-
-[upstreams.app]
-endpoints = ["{A}"]
-
-[[servers]]
-default = true
-
-[[servers.routes]]
-prefix = "/"
-upstream = "app"
 "#;
 
 const UPGRADE: &str = "GET /chat HTTP/1.1\r\nHost: ws.test\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
@@ -32,7 +23,7 @@ const UPGRADE: &str = "GET /chat HTTP/1.1\r\nHost: ws.test\r\nConnection: keep-a
 async fn websocket_upgrade_is_tunnelled() {
     within(30, "upgrade", async {
         let a = Backend::start("a").await;
-        let proxy = TestProxy::start(&fill(CONFIG, &[("A", a.addr())])).await;
+        let proxy = TestProxy::single(a.addr(), SETTINGS).await;
         let mut conn = RawConn::connect(proxy.addr()).await;
         conn.send(UPGRADE.as_bytes()).await.unwrap();
         let r = conn.read_response().await.unwrap();
@@ -97,7 +88,7 @@ async fn websocket_upgrade_is_tunnelled() {
 async fn upgrade_header_without_connection_upgrade_is_a_plain_request() {
     within(30, "no upgrade", async {
         let a = Backend::start("a").await;
-        let proxy = TestProxy::start(&fill(CONFIG, &[("A", a.addr())])).await;
+        let proxy = TestProxy::single(a.addr(), SETTINGS).await;
         let mut conn = RawConn::connect(proxy.addr()).await;
         conn.send(b"GET /plain HTTP/1.1\r\nHost: ws.test\r\nUpgrade: websocket\r\n\r\n")
             .await
@@ -126,7 +117,7 @@ async fn upgrade_header_without_connection_upgrade_is_a_plain_request() {
 async fn declined_upgrade_stays_http() {
     within(30, "declined upgrade", async {
         let a = Backend::start("a").await;
-        let proxy = TestProxy::start(&fill(CONFIG, &[("A", a.addr())])).await;
+        let proxy = TestProxy::single(a.addr(), SETTINGS).await;
         let mut conn = RawConn::connect(proxy.addr()).await;
         let declined = UPGRADE.replace("\r\n\r\n", "\r\nX-Refuse-Upgrade: 1\r\n\r\n");
         conn.send(declined.as_bytes()).await.unwrap();

@@ -322,7 +322,8 @@ fn nginx_proxy_conf(dir: &Path, port: u16, origin_port: u16) -> String {
 
 fn proxy_bin_conf(port: u16, origin_port: u16) -> String {
     format!(
-        "# Written by `cargo xtask bench --compare`.\n\
+        "# Written by `cargo xtask bench --compare`. No access log, as for nginx.\n\
+         [log]\naccess_log = \"off\"\n\n\
          [[listeners]]\naddress = \"127.0.0.1:{port}\"\n\n\
          [upstreams.origin]\nendpoints = [\"127.0.0.1:{origin_port}\"]\n\n\
          [[servers]]\nnames = [\"bench.test\"]\ndefault = true\n\n\

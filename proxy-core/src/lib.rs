@@ -56,6 +56,7 @@ pub mod rewrite;
 pub mod route;
 pub mod template;
 pub mod upgrade;
+mod upload;
 pub mod upstream;
 
 #[cfg(test)]

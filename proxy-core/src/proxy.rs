@@ -38,6 +38,7 @@ use crate::rewrite::normalize_path;
 use crate::route::{PathMatch, RouteMatch};
 use crate::template::Vars;
 use crate::upgrade::PendingUpgrade;
+use crate::upload::{Expired, TrackedUpload, UploadProgress, await_response};
 use crate::upstream::{HashKey, Upstream};
 
 /// The protocol-free reverse proxy, as a service from request to response.
@@ -448,6 +449,8 @@ async fn proxy_to_upstream(
         && policy.max_attempts > 1
         && upstream.endpoints().len() > 1;
     let replay = can_replay.then(|| head.clone());
+    let progress = UploadProgress::new(body::is_empty(&body));
+    let body = body::boxed(TrackedUpload::new(body, progress.clone()));
     let mut next: Option<Request<ProxyBody>> = Some(head.into_request(body));
     let mut tried: Vec<usize> = Vec::with_capacity(2);
     let mut last_error: Option<UpstreamError> = None;
@@ -472,10 +475,20 @@ async fn proxy_to_upstream(
         let send = upstream
             .connector()
             .send(endpoint, upstream.connect_options(), req);
-        let result = match tokio::time::timeout(policy.timeouts.response_header, send).await {
-            Ok(r) => r,
-            Err(_) => Err(SendError::lost(UpstreamError::ResponseTimeout)),
-        };
+        let timeouts = policy.timeouts;
+        let result =
+            match await_response(send, &progress, timeouts.response_header, timeouts.idle).await {
+                Ok(r) => r,
+                Err(Expired::Upstream(e)) => Err(e),
+                Err(Expired::Client) => {
+                    tracing::info!(
+                        request_id = entry.request_id.to_str().unwrap_or("-"),
+                        timeout = ?timeouts.idle,
+                        "client stopped sending its request body"
+                    );
+                    return Err(ProxyError::ClientTimeout);
+                }
+            };
         match result {
             Ok(resp) => {
                 let now = Instant::now();

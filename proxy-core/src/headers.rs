@@ -89,8 +89,9 @@ impl ForwardingHeaders {
     /// Adds the forwarding headers for a request from `conn` with original `Host` `host`.
     pub fn apply(&self, headers: &mut HeaderMap, conn: &ConnInfo, host: Option<&HeaderValue>) {
         let ip = conn.peer.ip();
+        let ip_text = ip.to_string();
         if self.x_forwarded {
-            append_list(headers, X_FORWARDED_FOR, &ip.to_string());
+            append_list(headers, X_FORWARDED_FOR, &ip_text);
             headers.insert(
                 X_FORWARDED_PROTO,
                 HeaderValue::from_static(conn.scheme.as_str()),
@@ -105,7 +106,7 @@ impl ForwardingHeaders {
             }
         }
         if self.x_real_ip
-            && let Ok(v) = HeaderValue::from_str(&ip.to_string())
+            && let Ok(v) = HeaderValue::from_str(&ip_text)
         {
             headers.insert(X_REAL_IP, v);
         }

@@ -412,13 +412,19 @@ async fn proxy_to_upstream(
         )
     };
 
-    let path = new_path.as_deref().unwrap_or_else(|| parts.uri.path());
-    let target = match parts.uri.query() {
-        Some(q) => format!("{path}?{q}"),
-        None => path.to_owned(),
+    // Origin form for the upstream; without a rewrite the client's path and query are reused
+    // as they are (a reference-counted clone, no formatting).
+    let uri = match (new_path, parts.uri.path_and_query()) {
+        (None, Some(pq)) => Uri::from(pq.clone()),
+        (new_path, _) => {
+            let path = new_path.as_deref().unwrap_or_else(|| parts.uri.path());
+            let target = match parts.uri.query() {
+                Some(q) => format!("{path}?{q}"),
+                None => path.to_owned(),
+            };
+            Uri::try_from(target).map_err(|_| ProxyError::BadRequest("invalid rewritten path"))?
+        }
     };
-    let uri =
-        Uri::try_from(target).map_err(|_| ProxyError::BadRequest("invalid rewritten path"))?;
 
     let mut headers = std::mem::take(&mut parts.headers);
     remove_hop_by_hop(&mut headers);

@@ -60,6 +60,25 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// True when the `Connection` header lists `token` (case-insensitive), e.g. `close` or
+/// `upgrade`.
+pub fn connection_has(headers: &HeaderMap, token: &str) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// The `Upgrade` value of a request that asks for a protocol upgrade (`Connection: upgrade`
+/// plus `Upgrade`), if it does.
+pub fn upgrade_request(headers: &HeaderMap) -> Option<&HeaderValue> {
+    headers
+        .get(header::UPGRADE)
+        .filter(|_| connection_has(headers, "upgrade"))
+}
+
 /// Which forwarding headers the proxy adds to upstream requests.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ForwardingHeaders {

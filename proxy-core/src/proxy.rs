@@ -32,7 +32,7 @@ use crate::config::{HostRewrite, ProxyConfig, ProxyRoute, RouteAction};
 use crate::conn::ConnInfo;
 use crate::endpoint::HealthChange;
 use crate::error::{ProxyError, SendError, UpstreamError};
-use crate::headers::{X_REQUEST_ID, remove_hop_by_hop};
+use crate::headers::{X_REQUEST_ID, remove_hop_by_hop, upgrade_request};
 use crate::request_id;
 use crate::rewrite::normalize_path;
 use crate::route::{PathMatch, RouteMatch};
@@ -336,20 +336,6 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
         .ok()
 }
 
-fn wants_upgrade(headers: &HeaderMap) -> Option<HeaderValue> {
-    let connection_upgrade = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
-    if connection_upgrade {
-        headers.get(header::UPGRADE).cloned()
-    } else {
-        None
-    }
-}
-
 fn is_idempotent(method: &Method) -> bool {
     matches!(
         *method,
@@ -371,7 +357,7 @@ async fn proxy_to_upstream(
     let (mut parts, body) = req.into_parts();
 
     let client_upgrade = match (
-        wants_upgrade(&parts.headers),
+        upgrade_request(&parts.headers).cloned(),
         parts.extensions.remove::<PendingUpgrade>(),
     ) {
         (Some(protocol), Some(pending)) if parts.version == Version::HTTP_11 => {

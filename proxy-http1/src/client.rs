@@ -14,6 +14,7 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use proxy_core::body::{self, BodyError, ProxyBody};
+use proxy_core::headers::connection_has;
 use proxy_core::upgrade::{BoxedIo, PendingUpgrade};
 use proxy_core::{ConnectOptions, Connector, Endpoint, SendError, SendFuture, UpstreamError};
 use tokio::net::TcpStream;
@@ -222,12 +223,7 @@ fn finish(
         // The connection now belongs to the tunnel; it never returns to the pool.
         return Ok(resp.map(body::boxed));
     }
-    let keep_alive = !h
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case("close"));
+    let keep_alive = !connection_has(h, "close");
     let release = keep_alive.then_some(Release { pool, addr, sender });
     Ok(resp.map(|incoming| {
         let mut pooled = Pooled {

@@ -14,6 +14,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use proxy_core::body::{self, ProxyBody};
+use proxy_core::headers::upgrade_request;
 use proxy_core::upgrade::{BoxedIo, PendingUpgrade};
 use proxy_core::{ConnInfo, ProxyError};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -182,7 +183,7 @@ async fn prepare(
         tracing::info!(peer = %info.peer, method = "CONNECT", status = 405, "CONNECT refused");
         return Err(resp);
     }
-    let upgrade = wants_upgrade(req.headers()).then(|| {
+    let upgrade = upgrade_request(req.headers()).is_some().then(|| {
         let on = hyper::upgrade::on(&mut req);
         PendingUpgrade::new(async move {
             let upgraded = on.await.map_err(io::Error::other)?;
@@ -285,16 +286,6 @@ fn validate(version: Version, headers: &HeaderMap) -> Result<(), &'static str> {
         }
     }
     Ok(())
-}
-
-fn wants_upgrade(headers: &HeaderMap) -> bool {
-    headers.contains_key(header::UPGRADE)
-        && headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
 }
 
 #[cfg(test)]

@@ -199,13 +199,6 @@ pub struct InFlight {
     endpoint: std::sync::Arc<Endpoint>,
 }
 
-impl InFlight {
-    /// The endpoint this request went to.
-    pub fn endpoint(&self) -> &std::sync::Arc<Endpoint> {
-        &self.endpoint
-    }
-}
-
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.endpoint.outstanding.fetch_sub(1, Ordering::Relaxed);

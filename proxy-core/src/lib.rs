@@ -71,5 +71,5 @@ pub use conn::{ConnInfo, Scheme};
 pub use connector::{ConnectOptions, Connector, SendFuture};
 pub use endpoint::{Endpoint, PassiveHealth};
 pub use error::{ProxyError, SendError, UpstreamError};
-pub use proxy::{Proxy, collect_body};
+pub use proxy::Proxy;
 pub use upstream::{HashKey, Timeouts, Upstream, UpstreamPolicy};

@@ -22,12 +22,11 @@ use arc_swap::ArcSwap;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode, Uri, Version};
-use http_body_util::BodyExt;
 use tokio::time::Instant;
 
 use crate::access_log::{AccessEntry, ResponseBody};
 use crate::balance::hash_key;
-use crate::body::{self, BodyError, ProxyBody};
+use crate::body::{self, ProxyBody};
 use crate::config::{HostRewrite, ProxyConfig, ProxyRoute, RouteAction};
 use crate::conn::ConnInfo;
 use crate::endpoint::HealthChange;
@@ -242,8 +241,13 @@ async fn pipeline(
         .routes
         .find(&host, req.method(), req.uri().path(), req.headers())
         .ok_or(ProxyError::NoRoute)?;
-    let route_host = crate::route::host_without_port(&host).to_ascii_lowercase();
-    let captures = captures_for(&routed, req.uri().path());
+    let route_host = lowercase(crate::route::host_without_port(&host));
+    // Regex captures cost an allocation each; compute them only for templates that use them.
+    let captures = if action_uses_captures(&routed.route.action) {
+        captures_for(&routed, req.uri().path())
+    } else {
+        Vec::new()
+    };
     let capture_refs: Vec<Option<&str>> = captures.iter().map(|c| c.as_deref()).collect();
 
     if let Some(resp) = max_forwards(&mut req) {
@@ -314,6 +318,27 @@ fn max_forwards(req: &mut Request<ProxyBody>) -> Option<Response<ProxyBody>> {
     resp.headers_mut()
         .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
     Some(resp)
+}
+
+/// The host as routed on, lowercased without allocating when it already is.
+fn lowercase(host: &str) -> std::borrow::Cow<'_, str> {
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(host)
+    }
+}
+
+/// True when any template of the route refers to `$1`..`$9`.
+fn action_uses_captures(action: &RouteAction) -> bool {
+    match action {
+        RouteAction::Redirect(r) => r.location.uses_captures(),
+        RouteAction::Proxy(p) => {
+            p.request_headers.uses_captures()
+                || p.response_headers.uses_captures()
+                || matches!(&p.host, HostRewrite::Value(v) if v.uses_captures())
+        }
+    }
 }
 
 /// Regex captures of the matched route, computed only when a regex route matched.
@@ -686,9 +711,4 @@ fn join_upgrade(client: PendingUpgrade, upstream: PendingUpgrade, request_id: He
             Err(e) => tracing::debug!(request_id = rid, error = %e, "upgraded connection failed"),
         }
     });
-}
-
-/// Collects a body into bytes; for tests and small internal uses only.
-pub async fn collect_body(body: ProxyBody) -> Result<bytes::Bytes, BodyError> {
-    Ok(body.collect().await?.to_bytes())
 }

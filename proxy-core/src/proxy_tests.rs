@@ -7,6 +7,7 @@ use std::time::Duration;
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use regex::Regex;
 
+use crate::Proxy;
 use crate::body;
 use crate::config::{HostRewrite, ProxyConfig, ProxyRoute, RouteAction, Settings};
 use crate::conn::ConnInfo;
@@ -15,9 +16,8 @@ use crate::headers::{ForwardingHeaders, HeaderRules};
 use crate::rewrite::{PathRewrite, Redirect};
 use crate::route::{PathMatch, Route, RouteTable, VirtualHost};
 use crate::template::Template;
-use crate::test_util::{MockConnector, MockReply, endpoint};
+use crate::test_util::{MockConnector, MockReply, collect_body, endpoint};
 use crate::upstream::{Upstream, UpstreamPolicy};
-use crate::{Proxy, collect_body};
 
 fn upstream(mock: &Arc<MockConnector>, addrs: &[&str], policy: UpstreamPolicy) -> Arc<Upstream> {
     Arc::new(Upstream::new(

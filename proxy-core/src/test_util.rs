@@ -102,6 +102,12 @@ impl Connector for MockConnector {
     }
 }
 
+/// Collects a body into bytes.
+pub async fn collect_body(body: ProxyBody) -> Result<bytes::Bytes, crate::body::BodyError> {
+    use http_body_util::BodyExt as _;
+    Ok(body.collect().await?.to_bytes())
+}
+
 /// An endpoint at `addr` with weight 1.
 pub fn endpoint(addr: &str) -> Arc<Endpoint> {
     let sock: SocketAddr = addr

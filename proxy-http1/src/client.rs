@@ -105,18 +105,6 @@ impl Http1Connector {
             }),
         }
     }
-
-    /// Idle pooled connections to `addr` (for tests and metrics).
-    pub fn idle_connections(&self, addr: SocketAddr) -> usize {
-        self.pool
-            .idle
-            .lock()
-            .map(|idle| {
-                idle.get(&addr)
-                    .map_or(0, |l| l.iter().filter(|c| !c.sender.is_closed()).count())
-            })
-            .unwrap_or(0)
-    }
 }
 
 impl Connector for Http1Connector {

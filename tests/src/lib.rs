@@ -32,7 +32,7 @@ pub mod rss;
 pub use backend::{Backend, Mode, Recorded};
 pub use body::StaticBody;
 pub use client::{Conn, Echo, Resp};
-pub use proxy::{TestProxy, fill};
+pub use proxy::{TestProxy, fill, pool_config};
 pub use raw::{RawConn, RawResponse};
 
 /// Installs a `tracing` subscriber once per test binary, filtered by `RUST_LOG` (default

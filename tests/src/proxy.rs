@@ -51,6 +51,15 @@ pub struct TestProxy {
     addr: SocketAddr,
 }
 
+/// One upstream `app` with `upstream_lines` (balancer, health, timeouts) and `endpoints` (a
+/// TOML list body such as `"{A}", "{B}"`), behind a default server routing every path to it.
+pub fn pool_config(upstream_lines: &str, endpoints: &str) -> String {
+    format!(
+        "\n[upstreams.app]\n{upstream_lines}\nendpoints = [{endpoints}]\n\n[[servers]]\n\
+         default = true\n\n[[servers.routes]]\nprefix = \"/\"\nupstream = \"app\"\n"
+    )
+}
+
 impl TestProxy {
     /// Starts the proxy from configuration text; a `[[listeners]]` entry on `127.0.0.1:0` is
     /// added when the text has none. Panics on invalid configuration.
@@ -65,10 +74,7 @@ impl TestProxy {
     /// The common fixture: `settings` (TOML such as a `[proxy]` table, or empty), then one
     /// upstream `app` at `backend` and a default server routing every path to it.
     pub async fn single(backend: SocketAddr, settings: &str) -> TestProxy {
-        let text = format!(
-            "{settings}\n[upstreams.app]\nendpoints = [\"{backend}\"]\n\n[[servers]]\ndefault = true\n\n\
-             [[servers.routes]]\nprefix = \"/\"\nupstream = \"app\"\n"
-        );
+        let text = format!("{settings}\n{}", pool_config("", &format!("\"{backend}\"")));
         TestProxy::start(&text).await
     }
 

@@ -10,24 +10,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use tests::client::{Conn, empty, req};
-use tests::{Backend, TestProxy, fill, wait_until, within};
-
-fn upstream_config(balancer_lines: &str, endpoints: &str) -> String {
-    format!(
-        r#"
-[upstreams.app]
-{balancer_lines}
-endpoints = [{endpoints}]
-
-[[servers]]
-default = true
-
-[[servers.routes]]
-prefix = "/"
-upstream = "app"
-"#
-    )
-}
+use tests::{Backend, TestProxy, fill, pool_config, wait_until, within};
 
 fn counts<'a>(names: impl IntoIterator<Item = &'a str>) -> HashMap<String, usize> {
     let mut m = HashMap::new();
@@ -51,7 +34,7 @@ async fn sequence(c: &mut Conn, n: usize) -> Vec<String> {
 async fn round_robin_rotates_exactly() {
     within(30, "round robin", async {
         let bs = Backend::start_many("b", 3).await;
-        let text = upstream_config(
+        let text = pool_config(
             r#"balancer = "round_robin""#,
             r#""{A}", "{B}", { address = "{C}", weight = 5 }"#,
         );
@@ -86,7 +69,7 @@ async fn round_robin_rotates_exactly() {
 async fn weighted_round_robin_is_smooth_and_exact_per_cycle() {
     within(30, "wrr", async {
         let bs = Backend::start_many("w", 3).await;
-        let text = upstream_config(
+        let text = pool_config(
             r#"balancer = "weighted_round_robin""#,
             r#"{ address = "{A}", weight = 5 }, "{B}", { address = "{C}", weight = 1 }"#,
         );
@@ -121,7 +104,7 @@ async fn weighted_round_robin_is_smooth_and_exact_per_cycle() {
 async fn random_follows_weights() {
     within(60, "random", async {
         let bs = Backend::start_many("r", 2).await;
-        let text = upstream_config(
+        let text = pool_config(
             r#"balancer = "random""#,
             r#"{ address = "{A}", weight = 3 }, { address = "{B}", weight = 1 }"#,
         );
@@ -175,7 +158,7 @@ async fn by_key(c: &mut Conn, keys: &[String]) -> Vec<String> {
 async fn consistent_hash_sticks_and_moves_only_the_dead_endpoints_keys() {
     within(60, "consistent hash", async {
         let bs = Backend::start_many("h", 3).await;
-        let text = upstream_config(
+        let text = pool_config(
             r#"balancer = "consistent_hash"
 hash_key = "header:x-user"
 max_fails = 1
@@ -244,7 +227,7 @@ async fn consistent_hash_on_cookie_and_client_ip() {
             ("C", bs[2].addr()),
         ];
         let cookie = TestProxy::start(&fill(
-            &upstream_config(
+            &pool_config(
                 "balancer = \"consistent_hash\"\nhash_key = \"cookie:session\"",
                 r#""{A}", "{B}", "{C}""#,
             ),
@@ -271,7 +254,7 @@ async fn consistent_hash_on_cookie_and_client_ip() {
         assert!(used.len() >= 2, "30 sessions all on one endpoint: {used:?}");
 
         let ip = TestProxy::start(&fill(
-            &upstream_config(
+            &pool_config(
                 "balancer = \"consistent_hash\"\nhash_key = \"client_ip\"",
                 r#""{A}", "{B}", "{C}""#,
             ),
@@ -297,7 +280,7 @@ async fn consistent_hash_on_cookie_and_client_ip() {
 async fn least_request_avoids_the_busy_endpoint() {
     within(30, "least request", async {
         let bs = Backend::start_many("l", 2).await;
-        let text = upstream_config(r#"balancer = "least_request""#, r#""{A}", "{B}""#);
+        let text = pool_config(r#"balancer = "least_request""#, r#""{A}", "{B}""#);
         let proxy =
             TestProxy::start(&fill(&text, &[("A", bs[0].addr()), ("B", bs[1].addr())])).await;
         let addr = proxy.addr();
@@ -338,7 +321,7 @@ async fn peak_ewma_avoids_the_slow_endpoint() {
         let fast = Backend::start("fast").await;
         let slow = Backend::start("slow").await;
         slow.set_delay(Duration::from_millis(200));
-        let text = upstream_config(r#"balancer = "peak_ewma""#, r#""{A}", "{B}""#);
+        let text = pool_config(r#"balancer = "peak_ewma""#, r#""{A}", "{B}""#);
         let proxy = TestProxy::start(&fill(&text, &[("A", fast.addr()), ("B", slow.addr())])).await;
         let mut c = Conn::connect(proxy.addr()).await;
         let seq = sequence(&mut c, 40).await;

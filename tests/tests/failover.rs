@@ -11,25 +11,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tests::client::{self, Conn, empty, full, req};
-use tests::{Backend, Mode, TestProxy, fill, unused_addr, within};
+use tests::{Backend, Mode, TestProxy, fill, pool_config, unused_addr, within};
 use tokio::time::Instant;
-
-fn config(extra: &str, endpoints: &str) -> String {
-    format!(
-        r#"
-[upstreams.app]
-{extra}
-endpoints = [{endpoints}]
-
-[[servers]]
-default = true
-
-[[servers.routes]]
-prefix = "/"
-upstream = "app"
-"#
-    )
-}
 
 /// 200 GETs from 8 keep-alive clients against 3 endpoints that take 5 ms each; the third
 /// endpoint is killed (listener and open connections) when request 100 starts. Every request
@@ -42,7 +25,7 @@ async fn killing_a_backend_mid_run_fails_no_request() {
             b.set_delay(Duration::from_millis(5));
         }
         let proxy = TestProxy::start(&fill(
-            &config(
+            &pool_config(
                 "max_fails = 1\nfail_timeout = \"30s\"",
                 r#""{A}", "{B}", "{C}""#,
             ),
@@ -110,7 +93,7 @@ async fn ejected_endpoint_is_skipped_then_returns() {
         let bad = Backend::start_mode("bad", Mode::Reset).await;
         let good = Backend::start("good").await;
         let proxy = TestProxy::start(&fill(
-            &config(
+            &pool_config(
                 "balancer = \"round_robin\"\nmax_fails = 1\nfail_timeout = \"1s\"",
                 r#""{A}", "{B}""#,
             ),
@@ -169,7 +152,7 @@ async fn connect_failures_are_retried_for_any_method() {
         let dead = unused_addr().await;
         let good = Backend::start("good").await;
         let proxy = TestProxy::start(&fill(
-            &config("max_fails = 0", r#""{DEAD}", "{B}""#),
+            &pool_config("max_fails = 0", r#""{DEAD}", "{B}""#),
             &[("DEAD", dead), ("B", good.addr())],
         ))
         .await;
@@ -201,7 +184,7 @@ async fn resets_are_retried_only_when_safe() {
         let bad = Backend::start_mode("bad", Mode::Reset).await;
         let good = Backend::start("good").await;
         let proxy = TestProxy::start(&fill(
-            &config(
+            &pool_config(
                 "balancer = \"round_robin\"\nmax_fails = 0",
                 r#""{A}", "{B}""#,
             ),
@@ -251,7 +234,7 @@ async fn max_attempts_bounds_the_endpoints_tried() {
         let good = Backend::start("good").await;
         let addrs = [("A", bad1.addr()), ("B", bad2.addr()), ("C", good.addr())];
         let once = TestProxy::start(&fill(
-            &config(
+            &pool_config(
                 "balancer = \"round_robin\"\nmax_fails = 0\nmax_attempts = 1",
                 r#""{A}", "{C}""#,
             ),
@@ -266,7 +249,7 @@ async fn max_attempts_bounds_the_endpoints_tried() {
         assert_eq!(bad1.accepts(), 1);
 
         let twice = TestProxy::start(&fill(
-            &config(
+            &pool_config(
                 "balancer = \"round_robin\"\nmax_fails = 0\nmax_attempts = 2",
                 r#""{A}", "{B}", "{C}""#,
             ),
@@ -294,7 +277,7 @@ async fn timeouts_are_retried_only_when_safe() {
         slow.set_delay(Duration::from_millis(2000));
         let fast = Backend::start("fast").await;
         let proxy = TestProxy::start(&fill(
-            &config(
+            &pool_config(
                 "balancer = \"round_robin\"\nmax_fails = 0\nresponse_header_timeout = \"300ms\"",
                 r#""{A}", "{B}""#,
             ),
@@ -343,7 +326,7 @@ async fn max_fails_counts_failures_before_ejecting() {
         let bad = Backend::start_mode("bad", Mode::Reset).await;
         let good = Backend::start("good").await;
         let proxy = TestProxy::start(&fill(
-            &config(
+            &pool_config(
                 "balancer = \"round_robin\"\nmax_fails = 3\nfail_timeout = \"20s\"",
                 r#""{A}", "{B}""#,
             ),
@@ -372,7 +355,7 @@ async fn stale_pooled_connections_are_replaced_transparently() {
     within(30, "stale pool", async {
         let a = Backend::start("a").await;
         let proxy = TestProxy::start(&fill(
-            &config("max_fails = 1", r#""{A}""#),
+            &pool_config("max_fails = 1", r#""{A}""#),
             &[("A", a.addr())],
         ))
         .await;

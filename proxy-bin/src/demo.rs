@@ -2,6 +2,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use bytes::Bytes;
@@ -12,6 +13,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 use crate::config::{self, Config};
+use crate::tls;
 
 /// Starts an origin that answers every request with a line naming itself and what it served.
 pub async fn spawn_origin(name: &'static str) -> anyhow::Result<SocketAddr> {
@@ -50,8 +52,40 @@ pub async fn spawn_origin(name: &'static str) -> anyhow::Result<SocketAddr> {
     Ok(addr)
 }
 
-/// Starts the demo origins and returns the proxy configuration in front of them.
-pub async fn config(listen: SocketAddr) -> anyhow::Result<Config> {
+/// The demo's listeners: cleartext (HTTP/1.1 and h2c) and, optionally, TLS (HTTP/2 and
+/// HTTP/1.1 by ALPN) with a self-signed certificate written to `cert_dir`.
+#[derive(Debug, Clone)]
+pub struct DemoListeners {
+    /// Cleartext address.
+    pub plain: SocketAddr,
+    /// TLS address and the directory for the generated certificate.
+    pub tls: Option<(SocketAddr, PathBuf)>,
+}
+
+/// Names the demo certificate is valid for.
+pub const DEMO_NAMES: [&str; 3] = ["localhost", "127.0.0.1", "shop.example.com"];
+
+/// Starts the demo origins and returns the proxy configuration in front of them, with the
+/// path of the generated certificate when a TLS listener is asked for.
+pub async fn config(listeners: &DemoListeners) -> anyhow::Result<(Config, Option<PathBuf>)> {
+    let listen = listeners.plain;
+    let mut tls_listener = String::new();
+    let mut cert_path = None;
+    if let Some((addr, dir)) = &listeners.tls {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let (cert, key) = tls::self_signed(&DEMO_NAMES, dir)?;
+        tls_listener = format!(
+            r#"
+[[listeners]]
+address = "{addr}"
+[listeners.tls]
+certificates = [{{ names = ["localhost", "shop.example.com"], cert = "{}", key = "{}" }}]
+"#,
+            toml_escape(&cert),
+            toml_escape(&key)
+        );
+        cert_path = Some(cert);
+    }
     let catalog1 = spawn_origin("catalog").await?;
     let catalog2 = spawn_origin("catalog").await?;
     let orders = spawn_origin("orders").await?;
@@ -60,7 +94,8 @@ pub async fn config(listen: SocketAddr) -> anyhow::Result<Config> {
         r#"
 [[listeners]]
 address = "{listen}"
-
+h2c = true
+{tls_listener}
 [upstreams.catalog]
 balancer = "round_robin"
 endpoints = ["{catalog1}", "{catalog2}"]
@@ -97,18 +132,37 @@ prefix = "/"
 upstream = "catalog"
 "#
     );
-    config::parse(&text).map_err(|errs| {
+    let config = config::parse(&text).map_err(|errs| {
         let msgs: Vec<String> = errs.iter().map(|e| e.message.clone()).collect();
         anyhow::anyhow!(
             "built-in demo configuration is invalid: {}",
             msgs.join("; ")
         )
-    })
+    })?;
+    Ok((config, cert_path))
+}
+
+fn toml_escape(p: &Path) -> String {
+    p.display()
+        .to_string()
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
 }
 
 /// The text printed once the demo is listening.
-pub fn banner(addr: SocketAddr) -> String {
-    format!(
+pub fn banner(addr: SocketAddr, tls: Option<(SocketAddr, &Path)>) -> String {
+    let tls = tls.map_or_else(String::new, |(a, cert)| {
+        format!(
+            "TLS (HTTP/2 and HTTP/1.1 by ALPN) on https://{a}, self-signed certificate for\n\
+             localhost, 127.0.0.1 and shop.example.com: {}\n  \
+             curl --cacert {} https://localhost:{}/products/42\n  \
+             curl --http2-prior-knowledge http://{addr}/products/42   # h2c on the plain port\n",
+            cert.display(),
+            cert.display(),
+            a.port()
+        )
+    });
+    let plain = format!(
         "\nDemo reverse proxy listening on http://{addr}\n\
          Routes: /products/ -> catalog (2 endpoints, round robin), /checkout/ -> orders,\n\
          /account/ -> accounts, / -> catalog, /old-shop -> 301 redirect.\n\n\
@@ -119,7 +173,11 @@ pub fn banner(addr: SocketAddr) -> String {
          curl -i http://{addr}/account/me\n  \
          curl -i http://{addr}/old-shop\n\n\
          Press Ctrl-C to stop.\n"
-    )
+    );
+    match plain.rsplit_once("Press Ctrl-C") {
+        Some((head, _)) if !tls.is_empty() => format!("{head}{tls}\nPress Ctrl-C to stop.\n"),
+        _ => plain,
+    }
 }
 
 /// Parses a `--listen` value.

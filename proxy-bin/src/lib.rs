@@ -9,3 +9,5 @@ pub mod config;
 pub mod demo;
 pub mod logging;
 pub mod server;
+pub mod tls;
+pub mod upstream_connector;

@@ -38,6 +38,10 @@ enum Command {
         /// Address the proxy listens on.
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: String,
+        /// Address of the TLS listener (HTTP/2 and HTTP/1.1), with a self-signed certificate;
+        /// `off` disables it.
+        #[arg(long, default_value = "127.0.0.1:8443")]
+        tls_listen: String,
     },
 }
 
@@ -55,7 +59,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Run { config } => run_async(run(config)),
-        Command::Demo { listen } => run_async(run_demo(listen)),
+        Command::Demo { listen, tls_listen } => run_async(run_demo(listen, tls_listen)),
     }
 }
 
@@ -95,7 +99,11 @@ async fn run(path: PathBuf) -> anyhow::Result<()> {
 }
 
 /// Re-reads the file; a bad file is reported and the running configuration keeps serving.
-fn reload(path: &Path, listeners: &[std::net::SocketAddr], running: &server::Running) {
+/// Certificate files are re-read too, whatever the file says about them.
+fn reload(path: &Path, listeners: &[config::ListenerSpec], running: &server::Running) {
+    if let Err(e) = running.reload_certificates() {
+        tracing::error!(error = %e, "certificates not reloaded; the previous ones keep serving");
+    }
     match config::load(path) {
         Ok(new) => {
             if new.listeners != listeners {
@@ -111,16 +119,25 @@ fn reload(path: &Path, listeners: &[std::net::SocketAddr], running: &server::Run
     }
 }
 
-async fn run_demo(listen: String) -> anyhow::Result<()> {
+async fn run_demo(listen: String, tls_listen: String) -> anyhow::Result<()> {
     let listen = demo::listen_addr(&listen)?;
+    let tls = match tls_listen.as_str() {
+        "off" => None,
+        other => Some((
+            demo::listen_addr(other)?,
+            std::env::temp_dir().join(format!("proxy-bin-demo-{}", std::process::id())),
+        )),
+    };
     logging::init(&LogConfig {
         level: "info".into(),
         access_log: AccessLogFormat::Combined,
     })?;
-    let config = demo::config(listen).await?;
+    let listeners = demo::DemoListeners { plain: listen, tls };
+    let (config, cert) = demo::config(&listeners).await?;
     let running = server::start(config).await?;
     if let Some(addr) = running.addrs().first() {
-        println!("{}", demo::banner(*addr));
+        let tls = running.addrs().get(1).copied().zip(cert.as_deref());
+        println!("{}", demo::banner(*addr, tls));
     }
     while signal().await? != Signal::Stop {}
     running.shutdown().await;

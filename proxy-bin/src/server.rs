@@ -1,4 +1,5 @@
-//! Listeners and the accept loop: TCP in, HTTP/1.1 connections served into the core.
+//! Listeners and the accept loop: TCP in, TLS terminated, each connection handed to the
+//! HTTP/1.1 or HTTP/2 frontend by ALPN or, on cleartext, by the HTTP/2 connection preface.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -6,19 +7,25 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use proxy_core::{ConnInfo, Proxy, ProxyConfig};
-use proxy_http1::ServerOptions;
-use tokio::net::TcpListener;
+use proxy_core::{ConnInfo, ListenerPolicy, Proxy, ProxyConfig, Scheme, SiteMatcher};
+use proxy_http2::Http2Stats;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::Config;
+use crate::config::{Config, ListenerSpec};
+use crate::tls::{self, CertStore, ClientIdentity, Selection, SniResolver};
 
 /// A running proxy: its bound addresses and the handles to reload or stop it.
 #[derive(Debug)]
 pub struct Running {
     addrs: Vec<SocketAddr>,
     proxy: Proxy,
+    cert_stores: Vec<Arc<CertStore>>,
+    http2_stats: Arc<Http2Stats>,
     stop_accepting: CancellationToken,
     drain: CancellationToken,
     connections: TaskTracker,
@@ -27,7 +34,8 @@ pub struct Running {
 }
 
 impl Running {
-    /// The addresses actually bound (port 0 in the config becomes a real port).
+    /// The addresses actually bound (port 0 in the config becomes a real port), in
+    /// configuration order.
     pub fn addrs(&self) -> &[SocketAddr] {
         &self.addrs
     }
@@ -37,15 +45,33 @@ impl Running {
         &self.proxy
     }
 
+    /// HTTP/2 counters across all listeners (abusive connections closed, stalled streams).
+    pub fn http2_stats(&self) -> &Http2Stats {
+        &self.http2_stats
+    }
+
     /// Swaps in a new runtime configuration; requests in flight finish on the old one.
-    /// Listener and HTTP/1.1 server settings need a restart.
+    /// Listener and server settings need a restart.
     pub fn reload(&self, config: ProxyConfig) {
         self.proxy.reload(config);
         tracing::info!("configuration reloaded");
     }
 
+    /// Re-reads every TLS listener's certificate files. A file that fails keeps the old
+    /// certificates serving; the first error is returned.
+    pub fn reload_certificates(&self) -> Result<(), tls::TlsError> {
+        let mut first = None;
+        for store in &self.cert_stores {
+            if let Err(e) = store.reload() {
+                first.get_or_insert(e);
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+
     /// Stops accepting, lets requests in flight finish (closing keep-alive connections as
-    /// they go idle), and returns once all connections are closed or the drain deadline hits.
+    /// they go idle, HTTP/2 ones with GOAWAY), and returns once all connections are closed or
+    /// the drain deadline hits.
     pub async fn shutdown(self) {
         self.stop_accepting.cancel();
         self.accept_loops.close();
@@ -66,28 +92,77 @@ impl Running {
     }
 }
 
+/// Everything a connection task needs from its listener.
+struct Listener {
+    proxy: Proxy,
+    http1: proxy_http1::ServerOptions,
+    http2: proxy_http2::ServerOptions,
+    http2_stats: Arc<Http2Stats>,
+    h2c: bool,
+    tls: Option<TlsAcceptor>,
+    policy: Option<Arc<ListenerPolicy>>,
+    local: SocketAddr,
+    drain: CancellationToken,
+}
+
 /// Binds every listener and starts serving `config`.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
+    tls::install_crypto_provider();
     let proxy = Proxy::new(config.proxy);
     let stop_accepting = CancellationToken::new();
     let drain = CancellationToken::new();
     let connections = TaskTracker::new();
     let accept_loops = TaskTracker::new();
     let conn_ids = Arc::new(AtomicU64::new(1));
+    let http2_stats = Arc::new(Http2Stats::default());
     let mut addrs = Vec::new();
-    for addr in &config.listeners {
-        let listener = TcpListener::bind(addr)
+    let mut cert_stores = Vec::new();
+    for spec in &config.listeners {
+        let (tls, store) = match &spec.tls {
+            None => (None, None),
+            Some(t) => {
+                let store = Arc::new(
+                    CertStore::load(t.sites.clone(), t.fallback.clone())
+                        .with_context(|| format!("TLS listener {}", spec.address))?,
+                );
+                let server = tls::server_config(store.resolver(), &t.server)
+                    .with_context(|| format!("TLS listener {}", spec.address))?;
+                if let Some(every) = t.watch_interval {
+                    tls::spawn_watcher(store.clone(), every, stop_accepting.clone());
+                }
+                (Some(TlsAcceptor::from(server)), Some(store))
+            }
+        };
+        let listener = TcpListener::bind(spec.address)
             .await
-            .with_context(|| format!("cannot listen on {addr}"))?;
+            .with_context(|| format!("cannot listen on {}", spec.address))?;
         let local = listener.local_addr()?;
-        tracing::info!(address = %local, "listening");
+        tracing::info!(
+            address = %local,
+            tls = tls.is_some(),
+            h2c = spec.h2c,
+            "listening"
+        );
         addrs.push(local);
+        let policy = listener_policy(spec, store.as_ref().map(|s| s.resolver()));
+        if let Some(s) = store {
+            cert_stores.push(s);
+        }
+        let ctx = Arc::new(Listener {
+            proxy: proxy.clone(),
+            http1: config.http1,
+            http2: config.http2,
+            http2_stats: http2_stats.clone(),
+            h2c: spec.h2c,
+            tls,
+            policy,
+            local,
+            drain: drain.clone(),
+        });
         accept_loops.spawn(accept_loop(
             listener,
-            proxy.clone(),
-            config.http1,
+            ctx,
             stop_accepting.clone(),
-            drain.clone(),
             connections.clone(),
             conn_ids.clone(),
         ));
@@ -95,6 +170,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     Ok(Running {
         addrs,
         proxy,
+        cert_stores,
+        http2_stats,
         stop_accepting,
         drain,
         connections,
@@ -103,16 +180,54 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     })
 }
 
+fn listener_policy(
+    spec: &ListenerSpec,
+    resolver: Option<Arc<SniResolver>>,
+) -> Option<Arc<ListenerPolicy>> {
+    let sni_guard = match (&spec.tls, resolver) {
+        (Some(t), Some(r)) if !t.allow_domain_fronting => {
+            Some(Arc::new(SameCertificate(r)) as Arc<dyn SiteMatcher>)
+        }
+        _ => None,
+    };
+    let policy = ListenerPolicy {
+        https_redirect_port: spec.https_redirect_port,
+        hsts: spec.hsts.clone(),
+        sni_guard,
+    };
+    let empty =
+        policy.https_redirect_port.is_none() && policy.hsts.is_none() && policy.sni_guard.is_none();
+    (!empty).then(|| Arc::new(policy))
+}
+
+/// Hosts served on a TLS connection: those that select the same certificate as its SNI did,
+/// so browsers may coalesce connections across names of one certificate, and a request for
+/// another site's name (domain fronting) gets 421.
+struct SameCertificate(Arc<SniResolver>);
+
+impl SiteMatcher for SameCertificate {
+    fn same_site(&self, sni: &str, host: &str) -> bool {
+        if sni.eq_ignore_ascii_case(host) {
+            return true;
+        }
+        // Only a name the certificate was configured for counts: an unknown host falls back
+        // to the default certificate, which says nothing about where it belongs.
+        let table = self.0.table();
+        let configured = |name: &str| match table.select(Some(name)) {
+            Selection::Exact(s) | Selection::Wildcard(s) => Some(s.id.clone()),
+            _ => None,
+        };
+        matches!((configured(sni), configured(host)), (Some(a), Some(b)) if a == b)
+    }
+}
+
 async fn accept_loop(
     listener: TcpListener,
-    proxy: Proxy,
-    options: ServerOptions,
+    ctx: Arc<Listener>,
     stop: CancellationToken,
-    drain: CancellationToken,
     connections: TaskTracker,
     ids: Arc<AtomicU64>,
 ) {
-    let local = listener.local_addr().ok();
     loop {
         let accepted = tokio::select! {
             () = stop.cancelled() => return,
@@ -129,15 +244,116 @@ async fn accept_loop(
         };
         let _ = stream.set_nodelay(true);
         let id = ids.fetch_add(1, Ordering::Relaxed);
-        let local = local.unwrap_or(peer);
-        let info = ConnInfo::plain(peer, local, id);
-        let proxy = proxy.clone();
-        let drain = drain.clone();
+        let ctx = ctx.clone();
         connections.spawn(async move {
-            if let Err(e) = proxy_http1::serve_connection(stream, info, proxy, options, drain).await
-            {
-                tracing::debug!(conn = id, peer = %peer, error = %e, cause = ?std::error::Error::source(&e), "connection ended with error");
+            let mut info = ConnInfo::plain(peer, ctx.local, id);
+            info.listener = ctx.policy.clone();
+            match &ctx.tls {
+                None => serve_plain(stream, info, &ctx).await,
+                Some(acceptor) => serve_tls(stream, info, acceptor, &ctx).await,
             }
         });
+    }
+}
+
+async fn serve_plain(stream: TcpStream, info: ConnInfo, ctx: &Listener) {
+    let deadline = Instant::now() + ctx.http1.header_read_timeout;
+    if ctx.h2c && starts_with_preface(&stream, deadline).await {
+        serve_h2(stream, info, ctx).await;
+    } else {
+        serve_h1(stream, info, ctx).await;
+    }
+}
+
+async fn serve_tls(stream: TcpStream, mut info: ConnInfo, acceptor: &TlsAcceptor, ctx: &Listener) {
+    let handshake = acceptor.accept(stream);
+    let tls = match tokio::time::timeout(ctx.http1.header_read_timeout, handshake).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::debug!(conn = info.id, peer = %info.peer, error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(conn = info.id, peer = %info.peer, "TLS handshake timed out");
+            return;
+        }
+    };
+    let session = tls.get_ref().1;
+    info.scheme = Scheme::Https;
+    info.sni = session
+        .server_name()
+        .map(|s| Arc::from(s.to_ascii_lowercase()));
+    info.alpn = session
+        .alpn_protocol()
+        .map(|p| Arc::from(String::from_utf8_lossy(p).as_ref()));
+    match ClientIdentity::from_connection(session) {
+        Ok(Some(id)) => info.client_subject = Some(Arc::from(id.subject)),
+        Ok(None) => {}
+        Err(e) => {
+            tracing::info!(conn = info.id, peer = %info.peer, error = %e, "unreadable client certificate");
+            return;
+        }
+    }
+    if session.alpn_protocol() == Some(tls::ALPN_H2) {
+        serve_h2(tls, info, ctx).await;
+    } else {
+        serve_h1(tls, info, ctx).await;
+    }
+}
+
+async fn serve_h1<I>(io: I, info: ConnInfo, ctx: &Listener)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (id, peer) = (info.id, info.peer);
+    let served =
+        proxy_http1::serve_connection(io, info, ctx.proxy.clone(), ctx.http1, ctx.drain.clone());
+    if let Err(e) = served.await {
+        tracing::debug!(conn = id, peer = %peer, error = %e, cause = ?std::error::Error::source(&e), "connection ended with error");
+    }
+}
+
+async fn serve_h2<I>(io: I, info: ConnInfo, ctx: &Listener)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (id, peer) = (info.id, info.peer);
+    let served = proxy_http2::serve_connection(
+        io,
+        info,
+        ctx.proxy.clone(),
+        ctx.http2,
+        ctx.http2_stats.clone(),
+        ctx.drain.clone(),
+    );
+    if let Err(e) = served.await {
+        tracing::debug!(conn = id, peer = %peer, error = %e, cause = ?std::error::Error::source(&e), "HTTP/2 connection ended with error");
+    }
+}
+
+/// True when the client's first bytes are the HTTP/2 connection preface (h2c with prior
+/// knowledge). Peeks without consuming, so HTTP/1.1 sees the bytes untouched otherwise.
+async fn starts_with_preface(stream: &TcpStream, deadline: Instant) -> bool {
+    let preface = proxy_http2::PREFACE;
+    let mut buf = [0u8; 24];
+    loop {
+        let n = match tokio::time::timeout_at(deadline, stream.peek(&mut buf)).await {
+            Ok(Ok(n)) => n,
+            _ => return false,
+        };
+        if n == 0 || buf[..n] != preface[..n] {
+            return false;
+        }
+        if n == preface.len() {
+            return true;
+        }
+        // A partial preface: peek returns at once while those bytes sit unread, so wait a
+        // little for the rest instead of spinning.
+        if tokio::time::timeout_at(deadline, tokio::time::sleep(Duration::from_millis(2)))
+            .await
+            .is_err()
+        {
+            return false;
+        }
     }
 }

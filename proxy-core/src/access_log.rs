@@ -57,11 +57,25 @@ impl AccessEntry {
         let host = self.host.as_ref().and_then(|v| v.to_str().ok());
         let duration_ms = self.started.elapsed().as_secs_f64() * 1e3;
         let upstream_ms = self.upstream_header_time.map(|d| d.as_secs_f64() * 1e3);
+        // HTTP/2 and HTTP/3 requests always carry scheme and authority; log the target as an
+        // HTTP/1.1 client would have sent it, like nginx's `$request`.
+        let uri = match self.version {
+            http::Version::HTTP_2 | http::Version::HTTP_3 => self
+                .uri
+                .path_and_query()
+                .map_or_else(|| self.uri.path(), |pq| pq.as_str()),
+            _ => "",
+        };
+        let uri = if uri.is_empty() {
+            tracing::field::display(&self.uri as &dyn std::fmt::Display)
+        } else {
+            tracing::field::display(&uri as &dyn std::fmt::Display)
+        };
         tracing::info!(
             target: ACCESS_TARGET,
             remote_addr = %self.remote.ip(),
             method = %self.method,
-            uri = %self.uri,
+            uri,
             version = ?self.version,
             host,
             status = self.status.as_u16(),

@@ -37,8 +37,51 @@ pub struct ConnInfo {
     pub sni: Option<Arc<str>>,
     /// Negotiated application protocol (ALPN), if any.
     pub alpn: Option<Arc<str>>,
+    /// Subject of the client certificate the listener verified (mTLS), RFC 4514 style
+    /// (`CN=alice,O=Example`); `None` when the client presented none.
+    pub client_subject: Option<Arc<str>>,
     /// Process-unique connection number, for logs.
     pub id: u64,
+    /// Per-listener rules the core applies to every request of this connection.
+    pub listener: Option<Arc<ListenerPolicy>>,
+}
+
+/// Decides whether a request for `host` may be served on a TLS connection set up for `sni`.
+pub trait SiteMatcher: Send + Sync + 'static {
+    /// True when `host` (lowercase, without port) belongs to the same site as `sni`.
+    fn same_site(&self, sni: &str, host: &str) -> bool;
+}
+
+/// Rules a listener applies before routing and to every response.
+#[derive(Clone, Default)]
+pub struct ListenerPolicy {
+    /// Answer every cleartext request with 308 to `https://` on this port.
+    pub https_redirect_port: Option<u16>,
+    /// `Strict-Transport-Security` value added to responses over TLS that lack one.
+    pub hsts: Option<http::HeaderValue>,
+    /// When set, a TLS request whose host the matcher rejects for the connection's SNI gets
+    /// 421 Misdirected Request (domain-fronting guard). `None` lets any host through.
+    pub sni_guard: Option<Arc<dyn SiteMatcher>>,
+}
+
+impl std::fmt::Debug for ListenerPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ListenerPolicy")
+            .field("https_redirect_port", &self.https_redirect_port)
+            .field("hsts", &self.hsts)
+            .field("sni_guard", &self.sni_guard.is_some())
+            .finish()
+    }
+}
+
+/// The plain equality check: the host must be the SNI name itself.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ExactSite;
+
+impl SiteMatcher for ExactSite {
+    fn same_site(&self, sni: &str, host: &str) -> bool {
+        sni.eq_ignore_ascii_case(host)
+    }
 }
 
 impl ConnInfo {
@@ -50,7 +93,9 @@ impl ConnInfo {
             scheme: Scheme::Http,
             sni: None,
             alpn: None,
+            client_subject: None,
             id,
+            listener: None,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The upstream side as a trait: send this request to this endpoint.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,7 +10,9 @@ use http::{Request, Response};
 
 use crate::body::ProxyBody;
 use crate::endpoint::Endpoint;
-use crate::error::SendError;
+use crate::error::{SendError, UpstreamError};
+use crate::upgrade::BoxedIo;
+use tokio::net::TcpStream;
 
 /// The future a connector returns.
 pub type SendFuture = Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, SendError>> + Send>>;
@@ -35,4 +38,60 @@ pub trait Connector: Send + Sync + 'static {
         opts: ConnectOptions,
         req: Request<ProxyBody>,
     ) -> SendFuture;
+}
+
+/// The future a dialer returns.
+pub type DialFuture = Pin<Box<dyn Future<Output = Result<Dialed, UpstreamError>> + Send>>;
+
+/// A byte stream to an endpoint, ready for HTTP.
+pub struct Dialed {
+    /// The stream (TCP, or TLS over TCP).
+    pub io: BoxedIo,
+    /// The application protocol TLS negotiated by ALPN, if any (`h2`, `http/1.1`).
+    pub alpn: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for Dialed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dialed")
+            .field("alpn", &self.alpn.as_deref().map(String::from_utf8_lossy))
+            .finish_non_exhaustive()
+    }
+}
+
+/// Opens byte streams to endpoints. Protocol connectors take one so that the composition root
+/// can put TLS (or anything else) under them without the core or a protocol crate naming it.
+pub trait Dialer: Send + Sync + 'static {
+    /// Connects to `endpoint`, giving up after `timeout`.
+    fn dial(&self, endpoint: &Arc<Endpoint>, timeout: Duration) -> DialFuture;
+}
+
+/// Plain TCP with `TCP_NODELAY`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TcpDialer;
+
+impl TcpDialer {
+    /// Connects a TCP stream to `addr` within `timeout`.
+    pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, UpstreamError> {
+        let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Err(UpstreamError::Connect(e)),
+            Err(_) => return Err(UpstreamError::ConnectTimeout),
+        };
+        let _ = stream.set_nodelay(true);
+        Ok(stream)
+    }
+}
+
+impl Dialer for TcpDialer {
+    fn dial(&self, endpoint: &Arc<Endpoint>, timeout: Duration) -> DialFuture {
+        let addr = endpoint.addr();
+        Box::pin(async move {
+            let stream = TcpDialer::connect(addr, timeout).await?;
+            Ok(Dialed {
+                io: Box::new(stream),
+                alpn: None,
+            })
+        })
+    }
 }

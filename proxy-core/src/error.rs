@@ -117,6 +117,10 @@ pub enum ProxyError {
     /// The client was too slow to send its request.
     #[error("request timed out")]
     ClientTimeout,
+    /// The request names a host that the TLS connection it arrived on was not set up for
+    /// (domain fronting, or a coalesced connection the client must not reuse).
+    #[error("host does not match the TLS server name")]
+    Misdirected,
 }
 
 impl ProxyError {
@@ -138,6 +142,7 @@ impl ProxyError {
             ProxyError::UriTooLong => StatusCode::URI_TOO_LONG,
             ProxyError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProxyError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::Misdirected => StatusCode::MISDIRECTED_REQUEST,
             ProxyError::ClientTimeout => StatusCode::REQUEST_TIMEOUT,
         }
     }
@@ -152,7 +157,8 @@ impl ProxyError {
             | ProxyError::UriTooLong
             | ProxyError::HeadersTooLarge
             | ProxyError::PayloadTooLarge
-            | ProxyError::ClientTimeout => Side::Downstream,
+            | ProxyError::ClientTimeout
+            | ProxyError::Misdirected => Side::Downstream,
         }
     }
 
@@ -174,6 +180,7 @@ impl ProxyError {
             ProxyError::HeadersTooLarge => "headers_too_large",
             ProxyError::PayloadTooLarge => "payload_too_large",
             ProxyError::ClientTimeout => "client_timeout",
+            ProxyError::Misdirected => "misdirected",
         }
     }
 

@@ -36,6 +36,12 @@ pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// RFC 7239 `Forwarded`.
 pub const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 
+/// Request extension set on upstream requests whose client sent `TE: trailers`. `TE` itself is
+/// hop-by-hop and removed; a connector whose protocol wants it (HTTP/2, for gRPC) puts
+/// `te: trailers` back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TakesTrailers;
+
 /// Removes hop-by-hop headers: the fixed list and every header named in `Connection`.
 ///
 /// RFC 9110 section 7.6.1: "a proxy or gateway MUST parse a received Connection header field

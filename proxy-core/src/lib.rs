@@ -67,8 +67,8 @@ pub mod test_util;
 
 pub use body::ProxyBody;
 pub use config::{HostRewrite, Limits, ProxyConfig, ProxyRoute, RouteAction, Settings};
-pub use conn::{ConnInfo, Scheme};
-pub use connector::{ConnectOptions, Connector, SendFuture};
+pub use conn::{ConnInfo, ExactSite, ListenerPolicy, Scheme, SiteMatcher};
+pub use connector::{ConnectOptions, Connector, DialFuture, Dialed, Dialer, SendFuture, TcpDialer};
 pub use endpoint::{Endpoint, PassiveHealth};
 pub use error::{ProxyError, SendError, UpstreamError};
 pub use proxy::Proxy;

@@ -28,10 +28,10 @@ use crate::access_log::{AccessEntry, ResponseBody};
 use crate::balance::hash_key;
 use crate::body::{self, ProxyBody};
 use crate::config::{HostRewrite, ProxyConfig, ProxyRoute, RouteAction};
-use crate::conn::ConnInfo;
+use crate::conn::{ConnInfo, ListenerPolicy, Scheme};
 use crate::endpoint::HealthChange;
 use crate::error::{ProxyError, SendError, UpstreamError};
-use crate::headers::{X_REQUEST_ID, remove_hop_by_hop, upgrade_request};
+use crate::headers::{TakesTrailers, X_REQUEST_ID, remove_hop_by_hop, upgrade_request};
 use crate::request_id;
 use crate::rewrite::normalize_path;
 use crate::route::{PathMatch, RouteMatch};
@@ -63,6 +63,7 @@ struct UpstreamHead {
     uri: Uri,
     version: Version,
     headers: HeaderMap,
+    takes_trailers: bool,
 }
 
 impl UpstreamHead {
@@ -72,6 +73,9 @@ impl UpstreamHead {
         *req.uri_mut() = self.uri;
         *req.version_mut() = self.version;
         *req.headers_mut() = self.headers;
+        if self.takes_trailers {
+            req.extensions_mut().insert(TakesTrailers);
+        }
         req
     }
 }
@@ -149,6 +153,15 @@ impl Proxy {
             }
         };
         resp.headers_mut().insert(X_REQUEST_ID, request_id);
+        if conn.scheme == Scheme::Https
+            && let Some(hsts) = conn.listener.as_ref().and_then(|l| l.hsts.as_ref())
+            && !resp
+                .headers()
+                .contains_key(header::STRICT_TRANSPORT_SECURITY)
+        {
+            resp.headers_mut()
+                .insert(header::STRICT_TRANSPORT_SECURITY, hsts.clone());
+        }
         entry.status = resp.status();
         resp.map(|b| body::boxed(ResponseBody::new(b, idle, in_flight, Some(entry))))
     }
@@ -237,6 +250,11 @@ async fn pipeline(
             .unwrap_or("")
             .to_owned(),
     };
+    if let Some(policy) = &conn.listener
+        && let Some(resp) = listener_policy(policy, conn, &host, &req)?
+    {
+        return Ok(resp.into());
+    }
     let routed = config
         .routes
         .find(&host, req.method(), req.uri().path(), req.headers())
@@ -277,6 +295,48 @@ async fn pipeline(
         }
         RouteAction::Proxy(route) => {
             proxy_to_upstream(config, conn, req, route, &route_host, &capture_refs, entry).await
+        }
+    }
+}
+
+/// The listener's own rules, before routing: the HTTPS redirect and the SNI guard.
+fn listener_policy(
+    policy: &ListenerPolicy,
+    conn: &ConnInfo,
+    host: &str,
+    req: &Request<ProxyBody>,
+) -> Result<Option<Response<ProxyBody>>, ProxyError> {
+    let name = crate::route::host_without_port(host);
+    match conn.scheme {
+        Scheme::Http => {
+            let Some(port) = policy.https_redirect_port else {
+                return Ok(None);
+            };
+            if name.is_empty() {
+                return Err(ProxyError::BadRequest("no host to redirect to"));
+            }
+            let pq = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+            let location = if port == 443 {
+                format!("https://{name}{pq}")
+            } else {
+                format!("https://{name}:{port}{pq}")
+            };
+            let location = HeaderValue::from_str(&location)
+                .map_err(|_| ProxyError::BadRequest("invalid host for redirect"))?;
+            let mut resp = Response::new(body::empty());
+            *resp.status_mut() = StatusCode::PERMANENT_REDIRECT;
+            resp.headers_mut().insert(header::LOCATION, location);
+            resp.headers_mut()
+                .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+            Ok(Some(resp))
+        }
+        Scheme::Https => {
+            if let (Some(guard), Some(sni)) = (&policy.sni_guard, &conn.sni)
+                && !guard.same_site(sni, &lowercase(name))
+            {
+                return Err(ProxyError::Misdirected);
+            }
+            Ok(None)
         }
     }
 }
@@ -438,6 +498,14 @@ async fn proxy_to_upstream(
     };
 
     let mut headers = std::mem::take(&mut parts.headers);
+    // TE is hop-by-hop, but `trailers` in it says the client takes trailers; connectors whose
+    // protocol needs to know (gRPC servers over HTTP/2 require `te: trailers`) see the marker.
+    let takes_trailers = headers
+        .get_all(header::TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("trailers"));
     remove_hop_by_hop(&mut headers);
     forwarding.apply(&mut headers, conn, original_host.as_ref());
     forwarding.apply_via(&mut headers, parts.version);
@@ -459,6 +527,7 @@ async fn proxy_to_upstream(
         uri,
         version: parts.version,
         headers,
+        takes_trailers,
     };
     let policy = upstream.policy();
     let can_replay = is_idempotent(&head.method)

@@ -2,6 +2,8 @@
 //!
 //! Variables follow nginx names: `$remote_addr`, `$remote_port`, `$host`, `$scheme`,
 //! `$request_id`, `$request_uri`, `$uri`, `$args`, `$request_method`, `$server_port`,
+//! `$ssl_server_name` (SNI), `$ssl_alpn_protocol`, `$ssl_client_s_dn` (the verified client
+//! certificate's subject), `$ssl_client_verify` (`SUCCESS` or `NONE`),
 //! `$http_<name>` (a request header, `-` written as `_`), and `$1`..`$9` for the captures of a
 //! regex route. `${name}` delimits a name; `$$` is a literal dollar sign.
 
@@ -35,6 +37,10 @@ enum Var {
     Args,
     Method,
     ServerPort,
+    SslServerName,
+    SslAlpn,
+    SslClientSubject,
+    SslClientVerify,
     Header(http::HeaderName),
     Capture(usize),
 }
@@ -166,6 +172,10 @@ fn parse_var(name: &str) -> Result<Var, TemplateError> {
         "args" | "query_string" => Var::Args,
         "request_method" => Var::Method,
         "server_port" => Var::ServerPort,
+        "ssl_server_name" => Var::SslServerName,
+        "ssl_alpn_protocol" => Var::SslAlpn,
+        "ssl_client_s_dn" => Var::SslClientSubject,
+        "ssl_client_verify" => Var::SslClientVerify,
         n if n.len() == 1 && n.as_bytes()[0].is_ascii_digit() => {
             Var::Capture(usize::from(n.as_bytes()[0] - b'0'))
         }
@@ -202,6 +212,14 @@ fn render_var(var: &Var, vars: &Vars<'_>, out: &mut String) {
         Var::ServerPort => {
             let _ = write!(out, "{}", vars.conn.local.port());
         }
+        Var::SslServerName => out.push_str(vars.conn.sni.as_deref().unwrap_or("")),
+        Var::SslAlpn => out.push_str(vars.conn.alpn.as_deref().unwrap_or("")),
+        Var::SslClientSubject => out.push_str(vars.conn.client_subject.as_deref().unwrap_or("")),
+        Var::SslClientVerify => out.push_str(if vars.conn.client_subject.is_some() {
+            "SUCCESS"
+        } else {
+            "NONE"
+        }),
         Var::Header(name) => {
             if let Some(v) = vars.headers.get(name).and_then(|v| v.to_str().ok()) {
                 out.push_str(v);

@@ -16,8 +16,9 @@ use hyper_util::rt::TokioIo;
 use proxy_core::body::{self, BodyError, ProxyBody};
 use proxy_core::headers::connection_has;
 use proxy_core::upgrade::{BoxedIo, PendingUpgrade};
-use proxy_core::{ConnectOptions, Connector, Endpoint, SendError, SendFuture, UpstreamError};
-use tokio::net::TcpStream;
+use proxy_core::{
+    ConnectOptions, Connector, Dialer, Endpoint, SendError, SendFuture, TcpDialer, UpstreamError,
+};
 use tokio::time::Instant;
 
 /// Pool settings of the HTTP/1.1 connector.
@@ -47,6 +48,7 @@ struct Idle {
 
 struct Pool {
     options: ClientOptions,
+    dialer: Option<Arc<dyn Dialer>>,
     idle: Mutex<HashMap<SocketAddr, Vec<Idle>>>,
 }
 
@@ -96,11 +98,23 @@ impl std::fmt::Debug for Http1Connector {
 }
 
 impl Http1Connector {
-    /// A connector with these pool settings.
+    /// A connector over plain TCP with these pool settings.
     pub fn new(options: ClientOptions) -> Self {
         Http1Connector {
             pool: Arc::new(Pool {
                 options,
+                dialer: None,
+                idle: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// A connector over the streams `dialer` opens (e.g. TLS offering ALPN `http/1.1`).
+    pub fn with_dialer(options: ClientOptions, dialer: Arc<dyn Dialer>) -> Self {
+        Http1Connector {
+            pool: Arc::new(Pool {
+                options,
+                dialer: Some(dialer),
                 idle: Mutex::new(HashMap::new()),
             }),
         }
@@ -115,23 +129,23 @@ impl Connector for Http1Connector {
         req: Request<ProxyBody>,
     ) -> SendFuture {
         let pool = self.pool.clone();
-        let addr = endpoint.addr();
-        Box::pin(send(pool, addr, opts, req))
+        Box::pin(send(pool, endpoint.clone(), opts, req))
     }
 }
 
 async fn send(
     pool: Arc<Pool>,
-    addr: SocketAddr,
+    endpoint: Arc<Endpoint>,
     opts: ConnectOptions,
     mut req: Request<ProxyBody>,
 ) -> Result<Response<ProxyBody>, SendError> {
+    let addr = endpoint.addr();
     *req.version_mut() = Version::HTTP_11;
     let upgrade = req.headers().contains_key(header::UPGRADE);
     loop {
         let (mut sender, reused) = match pool.checkout(addr) {
             Some(sender) => (sender, true),
-            None => match connect(addr, opts.connect_timeout).await {
+            None => match connect(&pool, &endpoint, opts.connect_timeout).await {
                 Ok(sender) => (sender, false),
                 Err(e) => return Err(SendError::unsent(e, req)),
             },
@@ -160,17 +174,24 @@ async fn send(
 }
 
 async fn connect(
-    addr: SocketAddr,
+    pool: &Pool,
+    endpoint: &Arc<Endpoint>,
     timeout: Duration,
 ) -> Result<SendRequest<ProxyBody>, UpstreamError> {
-    let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => return Err(UpstreamError::Connect(e)),
-        Err(_) => return Err(UpstreamError::ConnectTimeout),
-    };
-    let _ = stream.set_nodelay(true);
+    let addr = endpoint.addr();
+    // Plain TCP stays unboxed: it is the common case and the hot path.
+    match &pool.dialer {
+        None => handshake(addr, TcpDialer::connect(addr, timeout).await?).await,
+        Some(dialer) => handshake(addr, dialer.dial(endpoint, timeout).await?.io).await,
+    }
+}
+
+async fn handshake<I>(addr: SocketAddr, io: I) -> Result<SendRequest<ProxyBody>, UpstreamError>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
     let (sender, conn) = hyper::client::conn::http1::Builder::new()
-        .handshake(TokioIo::new(stream))
+        .handshake(TokioIo::new(io))
         .await
         .map_err(|e| UpstreamError::Connect(std::io::Error::other(e)))?;
     tokio::spawn(async move {

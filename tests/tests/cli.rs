@@ -128,7 +128,8 @@ fn check_reports_a_missing_file() {
 fn shop_example_loads() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/shop.toml");
     let config = config::load(&path).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(config.listeners, ["127.0.0.1:8080".parse().unwrap()]);
+    let addrs: Vec<_> = config.listeners.iter().map(|l| l.address).collect();
+    assert_eq!(addrs, ["127.0.0.1:8080".parse().unwrap()]);
     let upstream_of = |host: &str, path: &str| {
         let m = config
             .proxy
@@ -154,12 +155,21 @@ fn shop_example_loads() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_serves_its_routes() {
     within(30, "demo", async {
-        let config = proxy_bin::demo::config("127.0.0.1:0".parse().unwrap())
+        let dir = std::env::temp_dir().join(format!("demo-test-{}", std::process::id()));
+        let listeners = proxy_bin::demo::DemoListeners {
+            plain: "127.0.0.1:0".parse().unwrap(),
+            tls: Some(("127.0.0.1:0".parse().unwrap(), dir.clone())),
+        };
+        let (config, cert) = proxy_bin::demo::config(&listeners)
             .await
             .expect("the demo configuration is valid");
+        let cert = cert.expect("a TLS listener was asked for");
         let running = proxy_bin::server::start(config).await.unwrap();
         let addr = running.addrs()[0];
-        assert!(proxy_bin::demo::banner(addr).contains(&addr.to_string()));
+        let tls_addr = running.addrs()[1];
+        let banner = proxy_bin::demo::banner(addr, Some((tls_addr, &cert)));
+        assert!(banner.contains(&addr.to_string()));
+        assert!(banner.contains(&cert.display().to_string()));
 
         let mut served_by = Vec::new();
         for _ in 0..2 {

@@ -2,7 +2,8 @@
 //!
 //! - `lint-deps`: enforces the crate dependency policy with `cargo tree`.
 //! - `conformance [--release]`: runs the HTTP/1.1 conformance suite (RFC 9110 / RFC 9112)
-//!   against the real `proxy-bin` binary.
+//!   and the HTTP/2 suite (RFC 9113 / RFC 7541, over h2c) against the real `proxy-bin`
+//!   binary; `conformance-h1` and `conformance-h2` run one of them.
 //! - `bench [--compare [--duration SECS]] [ARGS...]`: runs the criterion benchmarks of
 //!   `proxy-core`, or with `--compare` a side-by-side run against nginx with wrk.
 
@@ -16,6 +17,7 @@ use std::process::ExitCode;
 
 mod bench;
 mod conformance;
+mod conformance_h2;
 mod lint_deps;
 mod process;
 
@@ -26,7 +28,12 @@ commands:
   lint-deps                  check the dependency policy (proxy-core stays protocol-free,
                              frontends do not depend on each other)
   conformance [--release] [--filter TEXT]
-                             build proxy-bin and run the HTTP/1.1 conformance suite
+                             build proxy-bin and run the HTTP/1.1 and HTTP/2 (h2c)
+                             conformance suites
+  conformance-h1 [--release] [--filter TEXT]
+                             the HTTP/1.1 suite alone
+  conformance-h2 [--release] [--filter TEXT]
+                             the HTTP/2 suite alone
   bench [ARGS...]            cargo bench -p proxy-core --bench core [ARGS...]
   bench --compare [--duration SECS] [--rounds N]
                              side-by-side HTTP/1.1 run of nginx (reverse proxy) and proxy-bin
@@ -42,7 +49,9 @@ fn main() -> ExitCode {
     let rest: Vec<String> = args.collect();
     let outcome = match command.as_str() {
         "lint-deps" => lint_deps::run(&rest),
-        "conformance" => conformance::run(&rest),
+        "conformance" => conformance_h2::run_both(&rest),
+        "conformance-h1" => conformance::run(&rest),
+        "conformance-h2" => conformance_h2::run_alone(&rest),
         "bench" => bench::run(&rest),
         "help" | "-h" | "--help" => {
             print!("{USAGE}");

@@ -22,10 +22,12 @@ use proxy_core::{
     Endpoint, HashKey, HostRewrite, Limits, PassiveHealth, ProxyConfig, ProxyRoute, RouteAction,
     Settings, Timeouts, Upstream, UpstreamPolicy,
 };
-use proxy_http1::{ClientOptions, Http1Connector, ServerOptions};
+use proxy_http1::{ClientOptions, ServerOptions};
 use regex::Regex;
 use toml::Spanned;
 
+use crate::tls;
+use crate::upstream_connector::{self, UpstreamProtocol, UpstreamTls};
 use raw::{RawConfig, RawHeaderRules, RawRoute, RawUpstream};
 
 /// One problem in a configuration file, with where it is.
@@ -89,13 +91,46 @@ pub struct LogConfig {
     pub access_log: AccessLogFormat,
 }
 
+/// One listener as configured. Comparable, so a reload can tell whether listeners changed
+/// (which needs a restart) or only the files behind them (which a reload re-reads).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerSpec {
+    /// Address to bind.
+    pub address: SocketAddr,
+    /// Cleartext: accept HTTP/2 with prior knowledge next to HTTP/1.1.
+    pub h2c: bool,
+    /// Cleartext: redirect every request to `https://` on this port.
+    pub https_redirect_port: Option<u16>,
+    /// `Strict-Transport-Security` added to TLS responses.
+    pub hsts: Option<HeaderValue>,
+    /// TLS termination, if any.
+    pub tls: Option<TlsSpec>,
+}
+
+/// TLS settings of a listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSpec {
+    /// Certificates by SNI; the first is the default.
+    pub sites: Vec<tls::SiteSource>,
+    /// What clients without a known SNI get.
+    pub fallback: tls::Fallback,
+    /// ALPN protocols, ALPN client authentication.
+    pub server: tls::ServerOptions,
+    /// Serve hosts of other certificates than the SNI's (no 421).
+    pub allow_domain_fronting: bool,
+    /// Certificate file polling interval; `None` disables polling (SIGHUP still reloads).
+    pub watch_interval: Option<Duration>,
+}
+
 /// A validated configuration: what the process needs apart from the runtime config.
 #[derive(Debug)]
 pub struct Config {
-    /// Addresses to listen on.
-    pub listeners: Vec<SocketAddr>,
+    /// Sockets to listen on.
+    pub listeners: Vec<ListenerSpec>,
     /// HTTP/1.1 server limits and timeouts.
     pub http1: ServerOptions,
+    /// HTTP/2 server limits and timeouts.
+    pub http2: proxy_http2::ServerOptions,
     /// Longest graceful drain.
     pub shutdown_timeout: Duration,
     /// Logging.
@@ -104,7 +139,8 @@ pub struct Config {
     pub proxy: ProxyConfig,
 }
 
-/// Reads, parses and validates a configuration file.
+/// Reads, parses and validates a configuration file. Relative file names inside it (TLS
+/// certificates and keys) are relative to the file's directory.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors {
         file: path.to_owned(),
@@ -114,14 +150,21 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
             message: format!("cannot read the file: {e}"),
         }],
     })?;
-    parse(&text).map_err(|errors| ConfigErrors {
+    let base = path.parent().unwrap_or(Path::new("."));
+    parse_in(&text, base).map_err(|errors| ConfigErrors {
         file: path.to_owned(),
         errors,
     })
 }
 
-/// Parses and validates configuration text.
+/// Parses and validates configuration text; relative file names are taken from the current
+/// directory.
 pub fn parse(text: &str) -> Result<Config, Vec<ConfigError>> {
+    parse_in(text, Path::new("."))
+}
+
+/// Parses and validates configuration text, resolving relative file names against `base`.
+pub fn parse_in(text: &str, base: &Path) -> Result<Config, Vec<ConfigError>> {
     let raw: RawConfig = toml::from_str(text).map_err(|e| {
         let (line, col) = e.span().map_or((1, 1), |s| line_col(text, s.start));
         vec![ConfigError {
@@ -132,6 +175,7 @@ pub fn parse(text: &str) -> Result<Config, Vec<ConfigError>> {
     })?;
     let mut v = Validator {
         text,
+        base,
         errors: Vec::new(),
     };
     let config = v.config(raw);
@@ -171,6 +215,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 
 struct Validator<'a> {
     text: &'a str,
+    base: &'a Path,
     errors: Vec<ConfigError>,
 }
 
@@ -239,15 +284,8 @@ impl Validator<'_> {
 
         let mut listeners = Vec::new();
         for l in &raw.listeners {
-            match l.address.get_ref().parse::<SocketAddr>() {
-                Ok(a) => listeners.push(a),
-                Err(_) => self.error(
-                    l.address.span(),
-                    format!(
-                        "invalid listen address `{}`: expected ip:port",
-                        l.address.get_ref()
-                    ),
-                ),
+            if let Some(spec) = self.listener(l) {
+                listeners.push(spec);
             }
         }
         if raw.listeners.is_empty() {
@@ -294,9 +332,15 @@ impl Validator<'_> {
                 return None;
             }
         };
+        let http2 = self.http2(
+            &raw.http2,
+            http1.keepalive_timeout,
+            http1.header_read_timeout,
+        );
         Some(Config {
             listeners,
             http1,
+            http2,
             shutdown_timeout,
             log,
             proxy: ProxyConfig {
@@ -304,6 +348,200 @@ impl Validator<'_> {
                 settings: Settings { forwarding, limits },
             },
         })
+    }
+
+    fn file(&self, p: &Spanned<String>) -> PathBuf {
+        self.base.join(p.get_ref())
+    }
+
+    fn listener(&mut self, l: &raw::RawListener) -> Option<ListenerSpec> {
+        let address = match l.address.get_ref().parse::<SocketAddr>() {
+            Ok(a) => a,
+            Err(_) => {
+                self.error(
+                    l.address.span(),
+                    format!(
+                        "invalid listen address `{}`: expected ip:port",
+                        l.address.get_ref()
+                    ),
+                );
+                return None;
+            }
+        };
+        let hsts = l.hsts.as_ref().and_then(|h| {
+            let v = HeaderValue::from_str(h.get_ref()).ok();
+            if v.is_none() || l.tls.is_none() {
+                self.error(
+                    h.span(),
+                    "`hsts` needs a TLS listener and a valid header value, e.g. \"max-age=31536000\"",
+                );
+            }
+            v
+        });
+        if let (Some(r), Some(_)) = (&l.redirect_https, &l.tls) {
+            self.error(r.span(), "`redirect_https` is for cleartext listeners");
+        }
+        let tls = l.tls.as_ref().and_then(|t| self.tls(t));
+        Some(ListenerSpec {
+            address,
+            h2c: l.h2c.unwrap_or(false),
+            https_redirect_port: l.redirect_https.as_ref().map(|p| *p.get_ref()),
+            hsts,
+            tls,
+        })
+    }
+
+    fn tls(&mut self, raw: &Spanned<raw::RawTls>) -> Option<TlsSpec> {
+        let t = raw.get_ref();
+        let before = self.errors.len();
+        if t.certificates.is_empty() {
+            self.error(
+                raw.span(),
+                "a TLS listener needs at least one `[[listeners.tls.certificates]]`",
+            );
+        }
+        let mut sites = Vec::new();
+        for (i, c) in t.certificates.iter().enumerate() {
+            let cert = c.get_ref();
+            for n in &cert.names {
+                if let Err(e) = tls::SiteName::parse(n.get_ref()) {
+                    self.error(n.span(), e.to_string());
+                }
+            }
+            if cert.names.is_empty() {
+                self.error(c.span(), "a certificate needs at least one name in `names`");
+            }
+            let (cert_path, key_path) = (self.file(&cert.cert), self.file(&cert.key));
+            // Loaded now to report problems against the config line; the listener loads again
+            // when it starts (and on every reload).
+            if let Err(e) = tls::load_certified_key(&cert_path, &key_path) {
+                self.error(c.span(), e.to_string());
+            }
+            sites.push(tls::SiteSource {
+                id: format!(
+                    "{}#{}",
+                    cert.names.first().map_or("", |n| n.get_ref().as_str()),
+                    i
+                ),
+                names: cert.names.iter().map(|n| n.get_ref().clone()).collect(),
+                cert_path,
+                key_path,
+            });
+        }
+        let fallback = match t.unknown_sni.as_ref().map(|u| (u, u.get_ref().as_str())) {
+            None | Some((_, "default")) => match sites.first() {
+                Some(s) => tls::Fallback::Site(s.id.clone()),
+                None => tls::Fallback::Refuse,
+            },
+            Some((_, "refuse")) => tls::Fallback::Refuse,
+            Some((u, other)) => {
+                self.error(
+                    u.span(),
+                    format!("unknown unknown_sni `{other}`: use default or refuse"),
+                );
+                tls::Fallback::Refuse
+            }
+        };
+        let mut server = tls::ServerOptions::default();
+        if let Some(alpn) = &t.alpn {
+            server.alpn.clear();
+            for a in alpn {
+                match a.get_ref().as_str() {
+                    "h2" => server.alpn.push(tls::ALPN_H2.to_vec()),
+                    "http/1.1" => server.alpn.push(tls::ALPN_HTTP1.to_vec()),
+                    other => self.error(
+                        a.span(),
+                        format!("unknown ALPN protocol `{other}`: use h2 or http/1.1"),
+                    ),
+                }
+            }
+            if server.alpn.is_empty() {
+                self.error(raw.span(), "`alpn` must list h2, http/1.1 or both");
+            }
+        }
+        server.client_auth = match (&t.client_ca, &t.client_auth) {
+            (None, None) => tls::ClientAuth::None,
+            (None, Some(a)) => {
+                self.error(a.span(), "`client_auth` needs `client_ca`");
+                tls::ClientAuth::None
+            }
+            (Some(ca), mode) => {
+                let ca_file = self.file(ca);
+                if let Err(e) = tls::load_ca_bundle(&ca_file) {
+                    self.error(ca.span(), e.to_string());
+                }
+                match mode.as_ref().map(|m| (m, m.get_ref().as_str())) {
+                    None | Some((_, "required")) => tls::ClientAuth::Required { ca_file },
+                    Some((_, "optional")) => tls::ClientAuth::Optional { ca_file },
+                    Some((m, other)) => {
+                        self.error(
+                            m.span(),
+                            format!("unknown client_auth `{other}`: use required or optional"),
+                        );
+                        tls::ClientAuth::None
+                    }
+                }
+            }
+        };
+        let watch = self.duration(&t.watch_interval, Duration::from_secs(5));
+        (self.errors.len() == before).then(|| TlsSpec {
+            sites,
+            fallback,
+            server,
+            allow_domain_fronting: t.allow_domain_fronting.unwrap_or(false),
+            watch_interval: (!watch.is_zero()).then_some(watch),
+        })
+    }
+
+    fn http2(
+        &mut self,
+        raw: &raw::RawHttp2,
+        idle_timeout: Duration,
+        handshake_timeout: Duration,
+    ) -> proxy_http2::ServerOptions {
+        let d = proxy_http2::ServerOptions::default();
+        let fd = d.floods;
+        let max_frame_size = match &raw.max_frame_size {
+            None => d.max_frame_size,
+            Some(v) if (16_384..=16_777_215).contains(v.get_ref()) => *v.get_ref(),
+            Some(v) => {
+                self.error(
+                    v.span(),
+                    "max_frame_size must be between 16384 and 16777215 (RFC 9113)",
+                );
+                d.max_frame_size
+            }
+        };
+        proxy_http2::ServerOptions {
+            max_concurrent_streams: raw
+                .max_concurrent_streams
+                .unwrap_or(d.max_concurrent_streams),
+            initial_stream_window: raw.initial_stream_window.unwrap_or(d.initial_stream_window),
+            initial_connection_window: raw
+                .initial_connection_window
+                .unwrap_or(d.initial_connection_window),
+            max_frame_size,
+            max_header_list_size: raw.max_header_list_size.unwrap_or(d.max_header_list_size),
+            max_headers: d.max_headers,
+            max_pending_accept_reset_streams: raw
+                .max_pending_accept_reset_streams
+                .unwrap_or(d.max_pending_accept_reset_streams),
+            max_local_error_reset_streams: raw
+                .max_local_error_reset_streams
+                .unwrap_or(d.max_local_error_reset_streams),
+            floods: proxy_http2::FloodLimits {
+                window: self.duration(&raw.flood_window, fd.window),
+                max_settings: raw.max_settings.unwrap_or(fd.max_settings),
+                max_pings: raw.max_pings.unwrap_or(fd.max_pings),
+                max_resets: raw.max_resets.unwrap_or(fd.max_resets),
+                max_empty_frames: raw.max_empty_frames.unwrap_or(fd.max_empty_frames),
+                max_continuations: raw.max_continuations.unwrap_or(fd.max_continuations),
+            },
+            send_stall_timeout: self.duration(&raw.send_stall_timeout, d.send_stall_timeout),
+            idle_timeout,
+            handshake_timeout,
+            ..d
+        }
     }
 
     fn log(&mut self, raw: &raw::RawLog) -> LogConfig {
@@ -424,11 +662,76 @@ impl Validator<'_> {
             max_attempts: u.max_attempts.unwrap_or(defaults.max_attempts).max(1),
         };
         let pool_defaults = ClientOptions::default();
-        let connector = Http1Connector::new(ClientOptions {
+        let h1 = ClientOptions {
             idle_timeout: self.duration(&u.keepalive_timeout, pool_defaults.idle_timeout),
             max_idle_per_endpoint: u.keepalive.unwrap_or(pool_defaults.max_idle_per_endpoint),
-        });
-        Some(Upstream::new(name, endpoints, policy, Arc::new(connector)))
+        };
+        let protocol = match u.protocol.as_ref().map(|p| (p, p.get_ref().as_str())) {
+            None | Some((_, "http1")) => UpstreamProtocol::Http1,
+            Some((_, "http2")) => UpstreamProtocol::Http2,
+            Some((p, "auto")) => {
+                if u.tls.is_none() {
+                    self.error(
+                        p.span(),
+                        "`protocol = \"auto\"` negotiates by ALPN and needs `tls`",
+                    );
+                }
+                UpstreamProtocol::Auto
+            }
+            Some((p, other)) => {
+                self.error(
+                    p.span(),
+                    format!("unknown protocol `{other}`: use http1, http2 or auto"),
+                );
+                UpstreamProtocol::Http1
+            }
+        };
+        let tls = match &u.tls {
+            None => None,
+            Some(t) => Some(self.upstream_tls(t)?),
+        };
+        let connector = upstream_connector::build(protocol, h1, tls);
+        Some(Upstream::new(name, endpoints, policy, connector))
+    }
+
+    fn upstream_tls(&mut self, raw: &Spanned<raw::RawUpstreamTls>) -> Option<UpstreamTls> {
+        let t = raw.get_ref();
+        let roots = match &t.ca {
+            None => tls::UpstreamRoots::System,
+            Some(ca) => tls::UpstreamRoots::CaFile(self.file(ca)),
+        };
+        let client_cert = match (&t.cert, &t.key) {
+            (None, None) => None,
+            (Some(c), Some(k)) => Some((self.file(c), self.file(k))),
+            _ => {
+                self.error(
+                    raw.span(),
+                    "a client certificate needs both `cert` and `key`",
+                );
+                return None;
+            }
+        };
+        let server_name = match &t.server_name {
+            None => None,
+            Some(n) => match rustls_pki_types::ServerName::try_from(n.get_ref().clone()) {
+                Ok(name) => Some(name),
+                Err(_) => {
+                    self.error(n.span(), format!("invalid server_name `{}`", n.get_ref()));
+                    return None;
+                }
+            },
+        };
+        match tls::client_config(roots, client_cert, Vec::new()) {
+            Ok(config) => Some(UpstreamTls {
+                config,
+                server_name,
+            }),
+            Err(e) => {
+                let span = t.ca.as_ref().map_or_else(|| raw.span(), Spanned::span);
+                self.error(span, e.to_string());
+                None
+            }
+        }
     }
 
     fn header_rules(&mut self, raw: &Option<Spanned<RawHeaderRules>>) -> HeaderRules {

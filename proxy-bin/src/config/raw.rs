@@ -18,6 +18,9 @@ pub struct RawConfig {
     /// Sockets to accept on.
     #[serde(default)]
     pub listeners: Vec<RawListener>,
+    /// HTTP/2 server limits, for every listener.
+    #[serde(default)]
+    pub http2: RawHttp2,
     /// Named upstreams.
     #[serde(default)]
     pub upstreams: BTreeMap<String, Spanned<RawUpstream>>,
@@ -70,6 +73,82 @@ pub struct RawProxy {
 pub struct RawListener {
     /// `ip:port` to bind.
     pub address: Spanned<String>,
+    /// Cleartext listeners: also accept HTTP/2 with prior knowledge (default false).
+    pub h2c: Option<bool>,
+    /// Cleartext listeners: answer everything with 308 to `https://` on this port.
+    pub redirect_https: Option<Spanned<u16>>,
+    /// TLS listeners: `Strict-Transport-Security` value added to responses.
+    pub hsts: Option<Spanned<String>>,
+    /// Terminate TLS on this listener.
+    pub tls: Option<Spanned<RawTls>>,
+}
+
+/// `[listeners.tls]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    /// Certificates, selected by SNI; the first is the default.
+    pub certificates: Vec<Spanned<RawCertificate>>,
+    /// `default` (serve the first certificate) or `refuse` (fail the handshake) for clients
+    /// that send no SNI or an unknown name.
+    pub unknown_sni: Option<Spanned<String>>,
+    /// Protocols offered by ALPN, in preference order: `h2`, `http/1.1`.
+    pub alpn: Option<Vec<Spanned<String>>>,
+    /// CA bundle that client certificates must chain to (enables mTLS).
+    pub client_ca: Option<Spanned<String>>,
+    /// `required` (default when `client_ca` is set) or `optional`.
+    pub client_auth: Option<Spanned<String>>,
+    /// Serve requests whose Host belongs to another certificate than the SNI (default false:
+    /// 421 Misdirected Request).
+    pub allow_domain_fronting: Option<bool>,
+    /// How often certificate files are checked for changes (default 5s; `0s` disables).
+    pub watch_interval: Option<Spanned<String>>,
+}
+
+/// One `[[listeners.tls.certificates]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCertificate {
+    /// Host names served with this certificate (`*.example.com` wildcards allowed).
+    pub names: Vec<Spanned<String>>,
+    /// PEM certificate chain, leaf first.
+    pub cert: Spanned<String>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: Spanned<String>,
+}
+
+/// `[http2]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttp2 {
+    /// SETTINGS_MAX_CONCURRENT_STREAMS.
+    pub max_concurrent_streams: Option<u32>,
+    /// Per-stream receive window.
+    pub initial_stream_window: Option<u32>,
+    /// Connection receive window.
+    pub initial_connection_window: Option<u32>,
+    /// SETTINGS_MAX_FRAME_SIZE.
+    pub max_frame_size: Option<Spanned<u32>>,
+    /// SETTINGS_MAX_HEADER_LIST_SIZE.
+    pub max_header_list_size: Option<u32>,
+    /// Remotely reset streams waiting for accept before GOAWAY.
+    pub max_pending_accept_reset_streams: Option<usize>,
+    /// Streams reset for client errors before GOAWAY (MadeYouReset).
+    pub max_local_error_reset_streams: Option<usize>,
+    /// Window over which flood counters run.
+    pub flood_window: Option<Spanned<String>>,
+    /// SETTINGS frames per flood window.
+    pub max_settings: Option<u32>,
+    /// PING frames per flood window.
+    pub max_pings: Option<u32>,
+    /// RST_STREAM frames per flood window (Rapid Reset).
+    pub max_resets: Option<u32>,
+    /// Empty frames per flood window.
+    pub max_empty_frames: Option<u32>,
+    /// CONTINUATION frames per header block.
+    pub max_continuations: Option<u32>,
+    /// Longest wait for a client to open its window for a response.
+    pub send_stall_timeout: Option<Spanned<String>>,
 }
 
 /// `[upstreams.NAME]`
@@ -98,6 +177,24 @@ pub struct RawUpstream {
     pub keepalive: Option<usize>,
     /// Lifetime of an idle pooled connection.
     pub keepalive_timeout: Option<Spanned<String>>,
+    /// `http1` (default), `http2`, or `auto` (ALPN; needs `tls`).
+    pub protocol: Option<Spanned<String>>,
+    /// Reach the endpoints over TLS.
+    pub tls: Option<Spanned<RawUpstreamTls>>,
+}
+
+/// `[upstreams.NAME.tls]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstreamTls {
+    /// CA bundle to verify endpoints against (default: the system roots).
+    pub ca: Option<Spanned<String>>,
+    /// Name sent in SNI and verified in the certificate (default: the endpoint's host).
+    pub server_name: Option<Spanned<String>>,
+    /// Client certificate chain to present.
+    pub cert: Option<Spanned<String>>,
+    /// Its private key.
+    pub key: Option<Spanned<String>>,
 }
 
 /// One endpoint entry.

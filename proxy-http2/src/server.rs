@@ -1,0 +1,518 @@
+//! The server half: serve one HTTP/2 connection into a core service.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::FutureExt as _;
+use h2::Reason;
+use h2::server::SendResponse;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Version, header};
+use http_body::Body as _;
+use proxy_core::body::{self, ProxyBody};
+use proxy_core::{ConnInfo, ProxyError};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tower_service::Service;
+
+use crate::body::{PumpError, RecvBody, pump};
+use crate::guard::{FloodLimits, GuardedIo, Tripwire};
+
+/// Limits and timeouts of the HTTP/2 server. Every h2 knob is set explicitly: the crate's own
+/// defaults (unlimited streams, 16 MiB header lists) are unsafe for a public frontend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerOptions {
+    /// Most streams a client may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS).
+    pub max_concurrent_streams: u32,
+    /// Per-stream receive window (SETTINGS_INITIAL_WINDOW_SIZE): how much request body one
+    /// stream may have in flight.
+    pub initial_stream_window: u32,
+    /// Connection-level receive window.
+    pub initial_connection_window: u32,
+    /// Largest frame payload accepted (SETTINGS_MAX_FRAME_SIZE).
+    pub max_frame_size: u32,
+    /// Largest decoded header list (SETTINGS_MAX_HEADER_LIST_SIZE); larger ones get 431.
+    pub max_header_list_size: u32,
+    /// Most header fields in one request, each cookie crumb counted; more get 431.
+    pub max_headers: usize,
+    /// Most remotely-reset streams waiting to be accepted before GOAWAY ENHANCE_YOUR_CALM.
+    pub max_pending_accept_reset_streams: usize,
+    /// Most streams the server had to reset because of client errors before GOAWAY
+    /// ENHANCE_YOUR_CALM (MadeYouReset, CVE-2025-8671).
+    pub max_local_error_reset_streams: usize,
+    /// Most locally reset streams whose state is kept to ignore late frames.
+    pub max_concurrent_reset_streams: usize,
+    /// Most response bytes buffered per stream before the body source is paused.
+    pub max_send_buffer_size: usize,
+    /// Frame floods counted under the codec.
+    pub floods: FloodLimits,
+    /// Longest wait for the client preface and SETTINGS exchange.
+    pub handshake_timeout: Duration,
+    /// How long a connection with no open stream stays open.
+    pub idle_timeout: Duration,
+    /// Longest time a response may wait for the client to open its flow-control window.
+    pub send_stall_timeout: Duration,
+    /// Longest wait for the client to acknowledge GOAWAY and finish its streams during a
+    /// graceful shutdown or an abuse close, before the connection is dropped.
+    pub close_timeout: Duration,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        ServerOptions {
+            max_concurrent_streams: 128,
+            initial_stream_window: 256 * 1024,
+            initial_connection_window: 1024 * 1024,
+            max_frame_size: 16 * 1024,
+            max_header_list_size: 64 * 1024,
+            max_headers: 100,
+            max_pending_accept_reset_streams: 50,
+            max_local_error_reset_streams: 200,
+            max_concurrent_reset_streams: 100,
+            max_send_buffer_size: 256 * 1024,
+            floods: FloodLimits::default(),
+            handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(75),
+            send_stall_timeout: Duration::from_secs(60),
+            close_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Counters shared by every connection of a listener, for logs and metrics.
+#[derive(Debug, Default)]
+pub struct Http2Stats {
+    /// Connections closed with GOAWAY ENHANCE_YOUR_CALM (by the guard or by h2's own limits).
+    pub abusive_connections: AtomicU64,
+    /// Streams reset because the client kept its window shut past the stall timeout.
+    pub stalled_streams: AtomicU64,
+}
+
+/// How a connection ended, when it did not end cleanly.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    /// No valid preface and SETTINGS within the handshake timeout.
+    #[error("HTTP/2 handshake timed out")]
+    HandshakeTimeout,
+    /// A protocol or IO error on the connection.
+    #[error("HTTP/2 connection error")]
+    Connection(#[source] h2::Error),
+    /// The client broke a flood limit and was sent GOAWAY ENHANCE_YOUR_CALM.
+    #[error("abusive client: {0}")]
+    Abuse(&'static str),
+}
+
+/// Serves one accepted connection (TLS with ALPN `h2`, or cleartext starting with the
+/// preface) until it closes, or until `shutdown` is cancelled and the streams in flight have
+/// finished (GOAWAY first, so the client opens no new ones).
+pub async fn serve_connection<I, S>(
+    io: I,
+    info: ConnInfo,
+    service: S,
+    options: ServerOptions,
+    stats: Arc<Http2Stats>,
+    shutdown: CancellationToken,
+) -> Result<(), ServeError>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: Service<Request<ProxyBody>, Response = Response<ProxyBody>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let wire = Arc::new(Tripwire::default());
+    let io = GuardedIo::new(io, options.floods, wire.clone());
+    let mut builder = h2::server::Builder::new();
+    builder
+        .max_concurrent_streams(options.max_concurrent_streams)
+        .initial_window_size(options.initial_stream_window)
+        .initial_connection_window_size(options.initial_connection_window)
+        .max_frame_size(options.max_frame_size)
+        .max_header_list_size(options.max_header_list_size)
+        .max_pending_accept_reset_streams(options.max_pending_accept_reset_streams)
+        .max_local_error_reset_streams(Some(options.max_local_error_reset_streams))
+        .max_concurrent_reset_streams(options.max_concurrent_reset_streams)
+        .max_send_buffer_size(options.max_send_buffer_size);
+    let handshake = builder.handshake::<_, Bytes>(io);
+    let mut conn = match tokio::time::timeout(options.handshake_timeout, handshake).await {
+        Err(_) => return Err(ServeError::HandshakeTimeout),
+        Ok(Err(e)) => return Err(ServeError::Connection(e)),
+        Ok(Ok(c)) => c,
+    };
+
+    let info = Arc::new(info);
+    let open = Arc::new(OpenStreams::default());
+    let mut draining: Option<Instant> = None;
+    let mut calmed: Option<&'static str> = None;
+    loop {
+        let idle_deadline = open.idle_since().map(|t| t + options.idle_timeout);
+        let close_deadline = draining.map(|t| t + options.close_timeout);
+        tokio::select! {
+            next = conn.accept() => match next {
+                Some(Ok((req, respond))) => {
+                    open.opened();
+                    let ctx = StreamCtx {
+                        info: info.clone(),
+                        open: open.clone(),
+                        options,
+                        stats: stats.clone(),
+                    };
+                    let service = service.clone();
+                    tokio::spawn(serve_stream(req, respond, service, ctx));
+                }
+                Some(Err(e)) => {
+                    if e.reason() == Some(Reason::ENHANCE_YOUR_CALM) && e.is_library() {
+                        stats.abusive_connections.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(conn = info.id, peer = %info.peer, error = %e, "HTTP/2 client broke an h2 limit; GOAWAY ENHANCE_YOUR_CALM");
+                        return Err(ServeError::Connection(e));
+                    }
+                    return match calmed {
+                        Some(why) => Err(ServeError::Abuse(why)),
+                        None if e.is_go_away() || e.is_io() => {
+                            tracing::debug!(conn = info.id, error = %e, "HTTP/2 connection closed");
+                            Ok(())
+                        }
+                        None => Err(ServeError::Connection(e)),
+                    };
+                }
+                None => {
+                    return match calmed {
+                        Some(why) => Err(ServeError::Abuse(why)),
+                        None => Ok(()),
+                    };
+                }
+            },
+            flood = wire.wait(), if calmed.is_none() => {
+                if flood.is_abuse() {
+                    stats.abusive_connections.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(conn = info.id, peer = %info.peer, flood = flood.as_str(), "HTTP/2 flood; GOAWAY ENHANCE_YOUR_CALM");
+                } else {
+                    tracing::info!(conn = info.id, peer = %info.peer, error = flood.as_str(), "HTTP/2 protocol error; GOAWAY");
+                }
+                conn.abrupt_shutdown(flood.reason());
+                calmed = Some(flood.as_str());
+                draining.get_or_insert_with(Instant::now);
+            }
+            () = shutdown.cancelled(), if draining.is_none() => {
+                conn.graceful_shutdown();
+                draining = Some(Instant::now());
+            }
+            () = sleep_until(idle_deadline), if idle_deadline.is_some() && draining.is_none() => {
+                tracing::debug!(conn = info.id, "HTTP/2 connection idle; GOAWAY");
+                conn.graceful_shutdown();
+                draining = Some(Instant::now());
+            }
+            () = open.changed() => {}
+            () = sleep_until(close_deadline), if close_deadline.is_some() => {
+                tracing::debug!(conn = info.id, streams = open.count(), "HTTP/2 close deadline reached");
+                return match calmed {
+                    Some(why) => Err(ServeError::Abuse(why)),
+                    None => Ok(()),
+                };
+            }
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Streams open on one connection, and when the last one closed.
+#[derive(Debug)]
+struct OpenStreams {
+    count: AtomicUsize,
+    idle_since: std::sync::Mutex<Option<Instant>>,
+    changed: Notify,
+}
+
+impl Default for OpenStreams {
+    fn default() -> Self {
+        OpenStreams {
+            count: AtomicUsize::new(0),
+            idle_since: std::sync::Mutex::new(Some(Instant::now())),
+            changed: Notify::new(),
+        }
+    }
+}
+
+impl OpenStreams {
+    fn opened(&self) {
+        if self.count.fetch_add(1, Ordering::AcqRel) == 0
+            && let Ok(mut idle) = self.idle_since.lock()
+        {
+            *idle = None;
+        }
+    }
+
+    fn closed(&self) {
+        if self.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            if let Ok(mut idle) = self.idle_since.lock() {
+                *idle = Some(Instant::now());
+            }
+            self.changed.notify_one();
+        }
+    }
+
+    fn count(&self) -> usize {
+        self.count.load(Ordering::Acquire)
+    }
+
+    fn idle_since(&self) -> Option<Instant> {
+        self.idle_since.lock().ok().and_then(|t| *t)
+    }
+
+    async fn changed(&self) {
+        self.changed.notified().await;
+    }
+}
+
+/// What a stream task needs from its connection.
+struct StreamCtx {
+    info: Arc<ConnInfo>,
+    open: Arc<OpenStreams>,
+    options: ServerOptions,
+    stats: Arc<Http2Stats>,
+}
+
+/// Calls the service behind a signature that states `Send` (see proxy-http1 for the rustc
+/// limitation this works around).
+fn call<S>(
+    service: &mut S,
+    req: Request<ProxyBody>,
+) -> impl Future<Output = Response<ProxyBody>> + Send + 'static
+where
+    S: Service<Request<ProxyBody>, Response = Response<ProxyBody>, Error = Infallible>,
+    S::Future: Send + 'static,
+{
+    service.call(req).map(|res| match res {
+        Ok(resp) => resp,
+        Err(never) => match never {},
+    })
+}
+
+async fn serve_stream<S>(
+    req: Request<h2::RecvStream>,
+    mut respond: SendResponse<Bytes>,
+    mut service: S,
+    ctx: StreamCtx,
+) where
+    S: Service<Request<ProxyBody>, Response = Response<ProxyBody>, Error = Infallible>,
+    S::Future: Send + 'static,
+{
+    let response = match prepare(req, &ctx) {
+        Ok(req) => call(&mut service, req).await,
+        Err(rejection) => *rejection,
+    };
+    let (mut parts, body) = response.into_parts();
+    strip_connection_headers(&mut parts.headers);
+    parts.version = Version::HTTP_2;
+    let end = body.is_end_stream();
+    let head = Response::from_parts(parts, ());
+    match respond.send_response(head, end) {
+        Err(e) => {
+            tracing::debug!(conn = ctx.info.id, error = %e, "HTTP/2 response head not sent");
+        }
+        Ok(mut tx) if !end => match pump(body, &mut tx, ctx.options.send_stall_timeout).await {
+            Ok(()) => {}
+            Err(PumpError::Stalled(after)) => {
+                ctx.stats.stalled_streams.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(conn = ctx.info.id, peer = %ctx.info.peer, ?after, "HTTP/2 stream reset: client window stayed shut");
+            }
+            Err(e) => {
+                tracing::debug!(conn = ctx.info.id, error = %e, "HTTP/2 response body not finished");
+            }
+        },
+        Ok(_) => {}
+    }
+    ctx.open.closed();
+}
+
+/// Validates a request and converts it for the core; answers malformed ones here.
+fn prepare(
+    req: Request<h2::RecvStream>,
+    ctx: &StreamCtx,
+) -> Result<Request<ProxyBody>, Box<Response<ProxyBody>>> {
+    let (mut parts, recv) = req.into_parts();
+    let reject = |err: ProxyError, parts: &http::request::Parts| {
+        tracing::info!(
+            conn = ctx.info.id,
+            peer = %ctx.info.peer,
+            method = %parts.method,
+            uri = %parts.uri,
+            reason = %err,
+            status = err.status().as_u16(),
+            "malformed HTTP/2 request rejected"
+        );
+        Box::new(err.to_response())
+    };
+    if parts.headers.len() > ctx.options.max_headers {
+        return Err(reject(ProxyError::HeadersTooLarge, &parts));
+    }
+    if let Err(why) = validate(&parts.method, &parts.uri, &parts.headers) {
+        return Err(reject(ProxyError::BadRequest(why), &parts));
+    }
+    if parts.method == Method::CONNECT {
+        let mut resp = reject(ProxyError::BadRequest("CONNECT"), &parts);
+        *resp.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+        resp.headers_mut().insert(
+            header::ALLOW,
+            HeaderValue::from_static("GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH"),
+        );
+        return Err(resp);
+    }
+    join_cookies(&mut parts.headers);
+    let length = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
+    let body = if recv.is_end_stream() {
+        body::empty()
+    } else {
+        body::boxed(RecvBody::new(recv, length))
+    };
+    parts.extensions.insert(ctx.info.clone());
+    Ok(Request::from_parts(parts, body))
+}
+
+/// The request rules h2 leaves to the application (RFC 9113 section 8).
+fn validate(method: &Method, uri: &http::Uri, headers: &HeaderMap) -> Result<(), &'static str> {
+    // Section 8.3.1: ":authority ... A server SHOULD treat a request message as malformed if
+    // it contains a Host header field that identifies an entity that differs from the entity
+    // in the ':authority' pseudo-header field."
+    let mut hosts = headers.get_all(header::HOST).iter();
+    let host = hosts.next();
+    if hosts.next().is_some() {
+        return Err("more than one Host header");
+    }
+    match (uri.authority(), host) {
+        (Some(authority), Some(host))
+            if !host
+                .as_bytes()
+                .eq_ignore_ascii_case(authority.as_str().as_bytes()) =>
+        {
+            return Err(":authority and Host differ");
+        }
+        (None, None) if method != Method::CONNECT => return Err("no :authority and no Host"),
+        (None, Some(host))
+            if host
+                .to_str()
+                .map_or(true, |h| h.parse::<http::uri::Authority>().is_err()) =>
+        {
+            return Err("invalid Host header");
+        }
+        _ => {}
+    }
+    // Section 8.2.2 forbids connection-specific fields; h2 refuses most of them already, but
+    // checks only the name of TE, not its value.
+    if let Some(te) = headers.get(header::TE)
+        && te != "trailers"
+    {
+        return Err("TE other than trailers");
+    }
+    if headers.values().any(|v| !trimmed(v)) {
+        return Err("field value with leading or trailing whitespace");
+    }
+    let mut lengths = headers.get_all(header::CONTENT_LENGTH).iter();
+    if let Some(first) = lengths.next()
+        && (lengths.any(|v| v != first)
+            || !first.as_bytes().iter().all(u8::is_ascii_digit)
+            || first.is_empty())
+    {
+        return Err("invalid Content-Length");
+    }
+    Ok(())
+}
+
+/// RFC 9113 section 8.2.1: "A field value MUST NOT start or end with an ASCII whitespace
+/// character"; h2 and the `http` crate accept such values, so the frontend checks.
+pub(crate) fn trimmed(value: &HeaderValue) -> bool {
+    let ws = |b: &u8| *b == b' ' || *b == b'\t';
+    !value.as_bytes().first().is_some_and(ws) && !value.as_bytes().last().is_some_and(ws)
+}
+
+/// RFC 9113 section 8.2.3: cookie crumbs are joined with "; " before the request goes to a
+/// non-HTTP/2 context, and an upstream may be HTTP/1.1.
+fn join_cookies(headers: &mut HeaderMap) {
+    let mut crumbs = headers.get_all(header::COOKIE).iter();
+    let Some(first) = crumbs.next() else { return };
+    if crumbs.next().is_none() {
+        return;
+    }
+    let mut joined = Vec::with_capacity(128);
+    joined.extend_from_slice(first.as_bytes());
+    for crumb in headers.get_all(header::COOKIE).iter().skip(1) {
+        joined.extend_from_slice(b"; ");
+        joined.extend_from_slice(crumb.as_bytes());
+    }
+    if let Ok(v) = HeaderValue::from_bytes(&joined) {
+        headers.insert(header::COOKIE, v);
+    }
+}
+
+/// Connection-specific fields must not appear in HTTP/2 (RFC 9113 section 8.2.2); h2 refuses
+/// to send a response carrying them, so an upstream's leftovers are removed here.
+fn strip_connection_headers(headers: &mut HeaderMap) {
+    for name in [
+        header::CONNECTION,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+        header::TE,
+        http::HeaderName::from_static("keep-alive"),
+        http::HeaderName::from_static("proxy-connection"),
+    ] {
+        headers.remove(name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cookie_crumbs_are_joined() {
+        let mut h = HeaderMap::new();
+        h.append(header::COOKIE, HeaderValue::from_static("a=1"));
+        h.append(header::COOKIE, HeaderValue::from_static("b=2"));
+        h.append(header::COOKIE, HeaderValue::from_static("c=3"));
+        join_cookies(&mut h);
+        assert_eq!(h.get_all(header::COOKIE).iter().count(), 1);
+        assert_eq!(h[header::COOKIE], "a=1; b=2; c=3");
+    }
+
+    #[test]
+    fn authority_and_host_rules() {
+        let uri: http::Uri = "https://shop.example.com/x".parse().unwrap();
+        let mut h = HeaderMap::new();
+        assert!(validate(&Method::GET, &uri, &h).is_ok());
+        h.insert(header::HOST, HeaderValue::from_static("SHOP.example.com"));
+        assert!(validate(&Method::GET, &uri, &h).is_ok());
+        h.insert(header::HOST, HeaderValue::from_static("evil.example.com"));
+        assert!(validate(&Method::GET, &uri, &h).is_err());
+        let origin: http::Uri = "/x".parse().unwrap();
+        assert!(validate(&Method::GET, &origin, &HeaderMap::new()).is_err());
+        let mut te = HeaderMap::new();
+        te.insert(header::TE, HeaderValue::from_static("gzip"));
+        assert!(validate(&Method::GET, &uri, &te).is_err());
+        te.insert(header::TE, HeaderValue::from_static("trailers"));
+        assert!(validate(&Method::GET, &uri, &te).is_ok());
+        let mut ws = HeaderMap::new();
+        ws.insert("x-a", HeaderValue::from_static(" a"));
+        assert!(validate(&Method::GET, &uri, &ws).is_err());
+        ws.insert("x-a", HeaderValue::from_static("a\t"));
+        assert!(validate(&Method::GET, &uri, &ws).is_err());
+        ws.insert("x-a", HeaderValue::from_static("a b"));
+        assert!(validate(&Method::GET, &uri, &ws).is_ok());
+    }
+}

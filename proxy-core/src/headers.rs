@@ -10,13 +10,14 @@ use crate::conn::ConnInfo;
 use crate::template::{Template, Vars};
 
 /// Headers that describe one connection and never cross the proxy (RFC 9110 section 7.6.1),
-/// plus the legacy ones proxies traditionally drop.
-const HOP_BY_HOP: [HeaderName; 9] = [
+/// plus the legacy ones proxies traditionally drop. `Trailer` is not among them: it describes
+/// the message (RFC 9110 section 6.6.2), and hyper writes trailers to an HTTP/1.1 client only
+/// for fields the response names in it.
+const HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
     header::TE,
-    header::TRAILER,
     header::TRANSFER_ENCODING,
     header::UPGRADE,
     header::PROXY_AUTHENTICATE,

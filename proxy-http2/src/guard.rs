@@ -23,6 +23,7 @@ pub const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 const DATA: u8 = 0x0;
 const HEADERS: u8 = 0x1;
+const PRIORITY: u8 = 0x2;
 const RST_STREAM: u8 = 0x3;
 const SETTINGS: u8 = 0x4;
 const PING: u8 = 0x6;
@@ -48,6 +49,8 @@ pub struct FloodLimits {
     pub max_empty_frames: u32,
     /// Most CONTINUATION frames in one header block (CONTINUATION flood).
     pub max_continuations: u32,
+    /// Most PRIORITY frames per window: h2 discards them, but each still costs a parse.
+    pub max_priority: u32,
 }
 
 impl Default for FloodLimits {
@@ -59,6 +62,7 @@ impl Default for FloodLimits {
             max_resets: 1000,
             max_empty_frames: 100,
             max_continuations: 32,
+            max_priority: 1000,
         }
     }
 }
@@ -80,6 +84,8 @@ pub enum Flood {
     EmptyFrames = 4,
     /// Too many CONTINUATION frames in one header block.
     Continuation = 5,
+    /// Too many PRIORITY frames.
+    Priority = 7,
 }
 
 impl Flood {
@@ -92,6 +98,7 @@ impl Flood {
             Flood::EmptyFrames => "empty_frame_flood",
             Flood::Continuation => "continuation_flood",
             Flood::NoInitialSettings => "no_initial_settings",
+            Flood::Priority => "priority_flood",
         }
     }
 
@@ -116,6 +123,7 @@ impl Flood {
             4 => Flood::EmptyFrames,
             5 => Flood::Continuation,
             6 => Flood::NoInitialSettings,
+            7 => Flood::Priority,
             _ => return None,
         })
     }
@@ -125,6 +133,7 @@ impl Flood {
 #[derive(Debug, Default)]
 pub struct Tripwire {
     tripped: AtomicU8,
+    settings_seen: std::sync::atomic::AtomicBool,
     notify: Notify,
 }
 
@@ -132,6 +141,11 @@ impl Tripwire {
     /// The flood that tripped the guard, if any.
     pub fn tripped(&self) -> Option<Flood> {
         Flood::from_u8(self.tripped.load(Ordering::Acquire))
+    }
+
+    /// True once the client's first SETTINGS frame has arrived: the handshake is complete.
+    pub fn settings_seen(&self) -> bool {
+        self.settings_seen.load(Ordering::Acquire)
     }
 
     /// Resolves once the guard trips.
@@ -164,6 +178,7 @@ struct Counters {
     pings: u32,
     resets: u32,
     empty: u32,
+    priority: u32,
 }
 
 /// Where the parser is in the byte stream.
@@ -203,6 +218,7 @@ impl<I> GuardedIo<I> {
                 pings: 0,
                 resets: 0,
                 empty: 0,
+                priority: 0,
             },
             continuations: 0,
             first_frame: true,
@@ -262,8 +278,11 @@ impl<I> GuardedIo<I> {
     }
 
     fn on_frame(&mut self, kind: u8, flags: u8, len: usize) -> Result<(), Flood> {
-        if std::mem::take(&mut self.first_frame) && (kind != SETTINGS || flags & ACK != 0) {
-            return Err(Flood::NoInitialSettings);
+        if std::mem::take(&mut self.first_frame) {
+            if kind != SETTINGS || flags & ACK != 0 {
+                return Err(Flood::NoInitialSettings);
+            }
+            self.wire.settings_seen.store(true, Ordering::Release);
         }
         let now = Instant::now();
         let c = &mut self.counters;
@@ -274,6 +293,7 @@ impl<I> GuardedIo<I> {
                 pings: 0,
                 resets: 0,
                 empty: 0,
+                priority: 0,
             };
         }
         let l = &self.limits;
@@ -285,6 +305,7 @@ impl<I> GuardedIo<I> {
             SETTINGS if flags & ACK == 0 => over(&mut c.settings, l.max_settings, Flood::Settings)?,
             PING if flags & ACK == 0 => over(&mut c.pings, l.max_pings, Flood::Ping)?,
             RST_STREAM => over(&mut c.resets, l.max_resets, Flood::Reset)?,
+            PRIORITY => over(&mut c.priority, l.max_priority, Flood::Priority)?,
             DATA if len == 0 && flags & END_STREAM == 0 => {
                 over(&mut c.empty, l.max_empty_frames, Flood::EmptyFrames)?
             }

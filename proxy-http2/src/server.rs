@@ -57,8 +57,9 @@ pub struct ServerOptions {
     pub idle_timeout: Duration,
     /// Longest time a response may wait for the client to open its flow-control window.
     pub send_stall_timeout: Duration,
-    /// Longest wait for the client to acknowledge GOAWAY and finish its streams during a
-    /// graceful shutdown or an abuse close, before the connection is dropped.
+    /// After a GOAWAY, how long the connection stays open for the client to read it and
+    /// close: from the GOAWAY for abuse and protocol errors, from the end of the last stream
+    /// for a drain (streams in flight are waited for; the caller bounds a shutdown).
     pub close_timeout: Duration,
 }
 
@@ -127,6 +128,7 @@ where
         + 'static,
     S::Future: Send + 'static,
 {
+    let started = Instant::now();
     let wire = Arc::new(Tripwire::default());
     let io = GuardedIo::new(io, options.floods, wire.clone());
     let mut builder = h2::server::Builder::new();
@@ -151,9 +153,22 @@ where
     let open = Arc::new(OpenStreams::default());
     let mut draining: Option<Instant> = None;
     let mut calmed: Option<&'static str> = None;
+    // h2's handshake ends with the preface; the client's SETTINGS must follow within the same
+    // budget, or a client could hold the connection by sending the preface alone.
+    let settings_deadline = started + options.handshake_timeout;
     loop {
         let idle_deadline = open.idle_since().map(|t| t + options.idle_timeout);
-        let close_deadline = draining.map(|t| t + options.close_timeout);
+        let awaiting_settings = !wire.settings_seen() && calmed.is_none();
+        // A drain waits for the streams in flight (the listener's shutdown deadline bounds
+        // it); an abusive client, or one with no stream left that ignores GOAWAY, gets a short
+        // grace to read it.
+        let close_deadline = match (draining, calmed, open.idle_since()) {
+            (Some(t), Some(_), _) => Some(t + options.close_timeout),
+            // Counted from the later of the GOAWAY and the last stream's end, so the last
+            // response has time to be flushed.
+            (Some(t), None, Some(idle)) => Some(t.max(idle) + options.close_timeout),
+            _ => None,
+        };
         tokio::select! {
             next = conn.accept() => match next {
                 Some(Ok((req, respond))) => {
@@ -203,6 +218,12 @@ where
             () = shutdown.cancelled(), if draining.is_none() => {
                 conn.graceful_shutdown();
                 draining = Some(Instant::now());
+            }
+            () = tokio::time::sleep_until(settings_deadline), if awaiting_settings => {
+                if !wire.settings_seen() {
+                    tracing::debug!(conn = info.id, peer = %info.peer, "no SETTINGS after the HTTP/2 preface; closing");
+                    return Err(ServeError::HandshakeTimeout);
+                }
             }
             () = sleep_until(idle_deadline), if idle_deadline.is_some() && draining.is_none() => {
                 tracing::debug!(conn = info.id, "HTTP/2 connection idle; GOAWAY");

@@ -25,9 +25,11 @@ use std::time::Duration;
 pub mod backend;
 pub mod body;
 pub mod client;
+pub mod h2raw;
 pub mod proxy;
 pub mod raw;
 pub mod rss;
+pub mod tls;
 
 pub use backend::{Backend, Mode, Recorded};
 pub use body::StaticBody;

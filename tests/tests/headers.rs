@@ -64,7 +64,6 @@ async fn hop_by_hop_headers_are_removed_both_ways() {
             "x-secret",
             "keep-alive",
             "te",
-            "trailer",
             "proxy-authorization",
             "proxy-connection",
         ] {
@@ -82,6 +81,8 @@ async fn hop_by_hop_headers_are_removed_both_ways() {
             echo.headers
         );
         assert_eq!(echo.header("x-end-to-end"), Some("kept"));
+        // RFC 9110 section 6.6.2: Trailer describes the message, so it is end-to-end.
+        assert_eq!(echo.header("trailer"), Some("x-checksum"));
 
         for name in ["x-internal", "keep-alive", "proxy-authenticate"] {
             assert!(

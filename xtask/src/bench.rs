@@ -1,12 +1,14 @@
 //! `cargo xtask bench`: the criterion benchmarks of `proxy-core`, or with `--compare` a
-//! side-by-side HTTP/1.1 load test of nginx (as reverse proxy) and `proxy-bin` in front of the
-//! same nginx origin.
+//! side-by-side load test of nginx (as reverse proxy) and `proxy-bin` in front of the same
+//! nginx origin: HTTP/1.1 keep-alive with wrk, and HTTP/2 over TLS with h2load.
 //!
-//! Compare order: check tools → build `proxy-bin --release` → start origin, nginx proxy and
-//! proxy-bin (pinned with `taskset` when possible: proxies on CPU 0, origin and wrk on CPU 1)
-//! → warm each for 2 s → `rounds` rounds alternating nginx, proxy-bin with
-//! `wrk -t1 -c64 -dDURATION` → table and median ratios. CPU per request is the proxy's
-//! utime+stime delta (from `/proc/PID/stat`, nginx: master plus workers) over the requests.
+//! Compare order: check tools → build `proxy-bin --release` → self-signed certificate
+//! (openssl) → start origin, nginx proxy and proxy-bin, each with a cleartext HTTP/1.1 port and
+//! a TLS port with ALPN h2 (pinned with `taskset` when possible: proxies on CPU 0, origin and
+//! load generator on CPU 1) → warm each for 2 s → `rounds` rounds alternating nginx, proxy-bin
+//! per scenario (`wrk -t1 -c64`, `h2load -t1 -c16 -m10`) → table and median ratios. CPU per
+//! request is the proxy's utime+stime delta (from `/proc/PID/stat`, nginx: master plus
+//! workers) over the requests.
 
 use std::fmt::Write as _;
 use std::fs;
@@ -83,6 +85,8 @@ struct Options {
 struct Target<'a> {
     name: &'static str,
     port: u16,
+    /// The TLS (HTTP/2) port.
+    tls_port: u16,
     guard: &'a ChildGuard,
     /// nginx: count the master's children (the workers) too.
     with_children: bool,
@@ -91,21 +95,40 @@ struct Target<'a> {
 /// One wrk run against one target.
 struct Sample {
     round: usize,
+    scenario: Scenario,
     target: &'static str,
     requests_per_sec: f64,
     cpu_us_per_request: f64,
     notes: String,
 }
 
+/// What is measured: the protocol and the load generator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scenario {
+    /// HTTP/1.1 keep-alive, cleartext, wrk.
+    Http1,
+    /// HTTP/2 over TLS, h2load.
+    Http2Tls,
+}
+
+impl Scenario {
+    fn name(self) -> &'static str {
+        match self {
+            Scenario::Http1 => "h1",
+            Scenario::Http2Tls => "h2-tls",
+        }
+    }
+}
+
 fn compare(options: &Options) -> Result<bool> {
-    let missing: Vec<&str> = ["nginx", "wrk"]
+    let missing: Vec<&str> = ["nginx", "wrk", "h2load", "openssl"]
         .into_iter()
         .filter(|tool| !process::on_path(tool))
         .collect();
     if !missing.is_empty() {
         bail!(
-            "bench --compare needs {} on PATH; install with `apt-get install nginx wrk` \
-             (xtask does not install anything)",
+            "bench --compare needs {} on PATH; install with \
+             `apt-get install nginx wrk nghttp2-client openssl` (xtask does not install anything)",
             missing.join(" and ")
         );
     }
@@ -131,19 +154,34 @@ fn compare(options: &Options) -> Result<bool> {
 fn measure(options: &Options, binary: &Path, dir: &Path, pin: bool) -> Result<bool> {
     let proxy_core = pin.then_some(0);
     let load_core = pin.then_some(1);
-    let [origin_port, nginx_port, proxy_port] = process::free_ports()?;
+    let [
+        origin_port,
+        nginx_port,
+        proxy_port,
+        nginx_tls_port,
+        proxy_tls_port,
+    ] = process::free_ports()?;
+    let (cert, key) = self_signed(dir)?;
 
     let mut origin = start_nginx(dir, "origin", &origin_conf(dir, origin_port), load_core)?;
     origin.wait_for_port(origin_port, Duration::from_secs(10))?;
     let mut nginx = start_nginx(
         dir,
         "nginx-proxy",
-        &nginx_proxy_conf(dir, nginx_port, origin_port),
+        &nginx_proxy_conf(
+            dir,
+            [nginx_port, nginx_tls_port],
+            origin_port,
+            (&cert, &key),
+        ),
         proxy_core,
     )?;
     nginx.wait_for_port(nginx_port, Duration::from_secs(10))?;
     let config = dir.join("proxy-bin.toml");
-    fs::write(&config, proxy_bin_conf(proxy_port, origin_port))?;
+    fs::write(
+        &config,
+        proxy_bin_conf([proxy_port, proxy_tls_port], origin_port, (&cert, &key)),
+    )?;
     let mut command = pinned(proxy_core, &binary.to_string_lossy());
     command.arg("run").arg("--config").arg(&config);
     let mut proxy =
@@ -156,44 +194,57 @@ fn measure(options: &Options, binary: &Path, dir: &Path, pin: bool) -> Result<bo
         Target {
             name: "nginx",
             port: nginx_port,
+            tls_port: nginx_tls_port,
             guard: &nginx,
             with_children: true,
         },
         Target {
             name: "proxy-bin",
             port: proxy_port,
+            tls_port: proxy_tls_port,
             guard: &proxy,
             with_children: false,
         },
     ];
+    let scenarios = [Scenario::Http1, Scenario::Http2Tls];
     for target in &targets {
         sanity_check(target.port).with_context(|| format!("{} is not serving", target.name))?;
-        wrk(target.port, WARMUP_SECS, load_core)?;
+        for scenario in scenarios {
+            load(scenario, target, WARMUP_SECS, load_core)
+                .with_context(|| format!("{} warm-up, {}", target.name, scenario.name()))?;
+        }
     }
     let ticks = clock_ticks();
     let mut samples = Vec::new();
     for round in 1..=options.rounds {
-        for target in &targets {
-            let before = cpu_ticks(target)?;
-            let result = wrk(target.port, options.duration_secs, load_core)?;
-            let after = cpu_ticks(target)?;
-            let cpu_secs = after.saturating_sub(before) as f64 / ticks;
-            let sample = Sample {
-                round,
-                target: target.name,
-                requests_per_sec: result.requests_per_sec,
-                cpu_us_per_request: if result.requests > 0 {
-                    cpu_secs * 1e6 / result.requests as f64
-                } else {
-                    f64::NAN
-                },
-                notes: result.notes,
-            };
-            println!(
-                "bench: round {round} {:<9} {:>10.0} req/s {:>8.1} µs CPU/req {}",
-                sample.target, sample.requests_per_sec, sample.cpu_us_per_request, sample.notes
-            );
-            samples.push(sample);
+        for scenario in scenarios {
+            for target in &targets {
+                let before = cpu_ticks(target)?;
+                let result = load(scenario, target, options.duration_secs, load_core)?;
+                let after = cpu_ticks(target)?;
+                let cpu_secs = after.saturating_sub(before) as f64 / ticks;
+                let sample = Sample {
+                    round,
+                    scenario,
+                    target: target.name,
+                    requests_per_sec: result.requests_per_sec,
+                    cpu_us_per_request: if result.requests > 0 {
+                        cpu_secs * 1e6 / result.requests as f64
+                    } else {
+                        f64::NAN
+                    },
+                    notes: result.notes,
+                };
+                println!(
+                    "bench: round {round} {:<7} {:<9} {:>10.0} req/s {:>8.1} µs CPU/req {}",
+                    scenario.name(),
+                    sample.target,
+                    sample.requests_per_sec,
+                    sample.cpu_us_per_request,
+                    sample.notes
+                );
+                samples.push(sample);
+            }
         }
     }
     drop(proxy);
@@ -203,29 +254,34 @@ fn measure(options: &Options, binary: &Path, dir: &Path, pin: bool) -> Result<bo
     Ok(true)
 }
 
-/// The table and the median ratios proxy-bin/nginx over the rounds.
+/// The table and, per scenario, the median ratios proxy-bin/nginx over the rounds.
 fn report(samples: &[Sample]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "\n{:<6} {:<10} {:>12} {:>14}  notes",
-        "round", "target", "req/s", "CPU µs/req"
+        "\n{:<6} {:<8} {:<10} {:>12} {:>14}  notes",
+        "round", "proto", "target", "req/s", "CPU µs/req"
     );
     for s in samples {
         let _ = writeln!(
             out,
-            "{:<6} {:<10} {:>12.0} {:>14.2}  {}",
-            s.round, s.target, s.requests_per_sec, s.cpu_us_per_request, s.notes
+            "{:<6} {:<8} {:<10} {:>12.0} {:>14.2}  {}",
+            s.round,
+            s.scenario.name(),
+            s.target,
+            s.requests_per_sec,
+            s.cpu_us_per_request,
+            s.notes
         );
     }
     let rounds = samples.iter().map(|s| s.round).max().unwrap_or(0);
-    let ratio = |metric: fn(&Sample) -> f64| {
+    let ratio = |scenario: Scenario, metric: fn(&Sample) -> f64| {
         let mut ratios: Vec<f64> = (1..=rounds)
             .filter_map(|round| {
                 let find = |name| {
                     samples
                         .iter()
-                        .find(|s| s.round == round && s.target == name)
+                        .find(|s| s.round == round && s.scenario == scenario && s.target == name)
                 };
                 Some(metric(find("proxy-bin")?) / metric(find("nginx")?))
             })
@@ -235,12 +291,15 @@ fn report(samples: &[Sample]) -> String {
         ratios.get(ratios.len() / 2).copied()
     };
     let show = |r: Option<f64>| r.map_or_else(|| "n/a".to_owned(), |r| format!("{r:.2}x"));
-    let _ = writeln!(
-        out,
-        "\nmedian ratio proxy-bin/nginx: req/s {}, CPU µs/req {}",
-        show(ratio(|s| s.requests_per_sec)),
-        show(ratio(|s| s.cpu_us_per_request))
-    );
+    for scenario in [Scenario::Http1, Scenario::Http2Tls] {
+        let _ = writeln!(
+            out,
+            "median ratio proxy-bin/nginx, {}: req/s {}, CPU µs/req {}",
+            scenario.name(),
+            show(ratio(scenario, |s| s.requests_per_sec)),
+            show(ratio(scenario, |s| s.cpu_us_per_request))
+        );
+    }
     out
 }
 
@@ -309,26 +368,73 @@ fn origin_conf(dir: &Path, port: u16) -> String {
     )
 }
 
-fn nginx_proxy_conf(dir: &Path, port: u16, origin_port: u16) -> String {
+fn nginx_proxy_conf(
+    dir: &Path,
+    [port, tls_port]: [u16; 2],
+    origin_port: u16,
+    (cert, key): (&Path, &Path),
+) -> String {
     format!(
         "{}http {{\n{}    upstream origin {{ server 127.0.0.1:{origin_port}; keepalive 64; }}\n    \
-         server {{\n        listen 127.0.0.1:{port};\n        location / {{\n            \
+         server {{\n        listen 127.0.0.1:{port};\n        \
+         listen 127.0.0.1:{tls_port} ssl http2;\n        \
+         ssl_certificate {};\n        ssl_certificate_key {};\n        \
+         http2_max_concurrent_streams 128;\n        location / {{\n            \
          proxy_pass http://origin;\n            proxy_http_version 1.1;\n            \
          proxy_set_header Connection \"\";\n        }}\n    }}\n}}\n",
         nginx_common(dir, "nginx-proxy"),
         nginx_http_common(dir, "nginx-proxy"),
+        cert.display(),
+        key.display(),
     )
 }
 
-fn proxy_bin_conf(port: u16, origin_port: u16) -> String {
+fn proxy_bin_conf(
+    [port, tls_port]: [u16; 2],
+    origin_port: u16,
+    (cert, key): (&Path, &Path),
+) -> String {
     format!(
         "# Written by `cargo xtask bench --compare`. No access log, as for nginx.\n\
          [log]\naccess_log = \"off\"\n\n\
          [[listeners]]\naddress = \"127.0.0.1:{port}\"\n\n\
+         [[listeners]]\naddress = \"127.0.0.1:{tls_port}\"\n\
+         [listeners.tls]\nallow_domain_fronting = true\n\
+         certificates = [{{ names = [\"bench.test\"], cert = \"{}\", key = \"{}\" }}]\n\n\
          [upstreams.origin]\nendpoints = [\"127.0.0.1:{origin_port}\"]\n\n\
          [[servers]]\nnames = [\"bench.test\"]\ndefault = true\n\n\
-         [[servers.routes]]\nprefix = \"/\"\nupstream = \"origin\"\n"
+         [[servers.routes]]\nprefix = \"/\"\nupstream = \"origin\"\n",
+        cert.display(),
+        key.display(),
     )
+}
+
+/// An ECDSA P-256 certificate for `bench.test` (what both proxies serve over TLS).
+fn self_signed(dir: &Path) -> Result<(std::path::PathBuf, std::path::PathBuf)> {
+    let (cert, key) = (dir.join("bench-cert.pem"), dir.join("bench-key.pem"));
+    let mut command = Command::new("openssl");
+    command
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args(["-nodes", "-days", "2", "-subj", "/CN=bench.test"])
+        .args(["-addext", "subjectAltName=DNS:bench.test"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert);
+    let finished = process::run_bounded(&mut command, Duration::from_secs(30))?;
+    ensure!(
+        finished.status.success(),
+        "openssl req failed: {}",
+        finished.stderr
+    );
+    Ok((cert, key))
 }
 
 /// One `GET /` must come back `200` with the origin's body size, or the numbers mean nothing.
@@ -351,6 +457,79 @@ struct WrkResult {
     requests: u64,
     requests_per_sec: f64,
     notes: String,
+}
+
+/// One load run of `scenario` against `target`.
+fn load(
+    scenario: Scenario,
+    target: &Target<'_>,
+    secs: u64,
+    core: Option<usize>,
+) -> Result<WrkResult> {
+    match scenario {
+        Scenario::Http1 => wrk(target.port, secs, core),
+        Scenario::Http2Tls => h2load(target.tls_port, secs, core),
+    }
+}
+
+/// h2load over TLS (ALPN h2): one thread, 16 connections, 10 streams each.
+fn h2load(port: u16, secs: u64, core: Option<usize>) -> Result<WrkResult> {
+    let mut command = pinned(core, "h2load");
+    command.args([
+        "-t1".to_owned(),
+        "-c16".to_owned(),
+        "-m10".to_owned(),
+        format!("-D{secs}"),
+        "-H".to_owned(),
+        ":authority: bench.test".to_owned(),
+        format!("https://127.0.0.1:{port}/"),
+    ]);
+    let finished = process::run_bounded(&mut command, Duration::from_secs(secs + 30))?;
+    ensure!(
+        finished.status.success(),
+        "h2load failed ({}): {}",
+        finished.status,
+        finished.stderr
+    );
+    parse_h2load(&finished.stdout)
+}
+
+/// Reads `finished in Xs, R req/s` and `requests: N total, .. S succeeded, F failed` from
+/// h2load's report.
+fn parse_h2load(output: &str) -> Result<WrkResult> {
+    let mut requests = None;
+    let mut requests_per_sec = None;
+    let mut notes = Vec::new();
+    for line in output.lines().map(str::trim) {
+        if let Some(rest) = line.strip_prefix("finished in ") {
+            requests_per_sec = rest
+                .split(", ")
+                .find_map(|part| part.strip_suffix(" req/s"))
+                .and_then(|r| r.trim().parse().ok());
+        } else if let Some(rest) = line.strip_prefix("requests: ") {
+            for part in rest.split(", ") {
+                if let Some(n) = part.strip_suffix(" succeeded") {
+                    requests = n.trim().parse().ok();
+                } else if let Some(n) = part.strip_suffix(" failed")
+                    && n.trim() != "0"
+                {
+                    notes.push(format!("{} failed", n.trim()));
+                }
+            }
+        } else if let Some(rest) = line.strip_prefix("status codes: ")
+            && !rest.contains(" 0 3xx, 0 4xx, 0 5xx")
+        {
+            notes.push(format!("status codes: {rest}"));
+        }
+    }
+    match (requests, requests_per_sec) {
+        (Some(requests), Some(requests_per_sec)) => Ok(WrkResult {
+            requests,
+            requests_per_sec,
+            notes: notes.join("; "),
+        }),
+        _ => bail!("cannot read h2load's report:\n{output}"),
+    }
 }
 
 fn wrk(port: u16, secs: u64, core: Option<usize>) -> Result<WrkResult> {
@@ -464,6 +643,18 @@ mod tests {
         assert_eq!(result.requests, 123_456);
         assert!((result.requests_per_sec - 12_345.6).abs() < 1e-6);
         assert_eq!(result.notes, "Non-2xx or 3xx responses: 3");
+        Ok(())
+    }
+
+    #[test]
+    fn parses_h2load_report() -> Result<()> {
+        let report = "finished in 10.00s, 45678.90 req/s, 50.00MB/s\n\
+                      requests: 456789 total, 456789 started, 456789 done, 456780 succeeded, 9 failed, 0 errored, 0 timeout\n\
+                      status codes: 456780 2xx, 0 3xx, 0 4xx, 0 5xx\n";
+        let result = parse_h2load(report)?;
+        assert_eq!(result.requests, 456_780);
+        assert!((result.requests_per_sec - 45_678.9).abs() < 1e-6);
+        assert_eq!(result.notes, "9 failed");
         Ok(())
     }
 

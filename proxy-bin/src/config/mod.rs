@@ -332,11 +332,7 @@ impl Validator<'_> {
                 return None;
             }
         };
-        let http2 = self.http2(
-            &raw.http2,
-            http1.keepalive_timeout,
-            http1.header_read_timeout,
-        );
+        let http2 = self.http2(&raw.http2, &http1);
         Some(Config {
             listeners,
             http1,
@@ -493,12 +489,9 @@ impl Validator<'_> {
         })
     }
 
-    fn http2(
-        &mut self,
-        raw: &raw::RawHttp2,
-        idle_timeout: Duration,
-        handshake_timeout: Duration,
-    ) -> proxy_http2::ServerOptions {
+    /// `[http2]`; the proxy-wide header count and timeouts come from `http1`, which holds the
+    /// `[proxy]` values.
+    fn http2(&mut self, raw: &raw::RawHttp2, http1: &ServerOptions) -> proxy_http2::ServerOptions {
         let d = proxy_http2::ServerOptions::default();
         let fd = d.floods;
         let max_frame_size = match &raw.max_frame_size {
@@ -522,7 +515,7 @@ impl Validator<'_> {
                 .unwrap_or(d.initial_connection_window),
             max_frame_size,
             max_header_list_size: raw.max_header_list_size.unwrap_or(d.max_header_list_size),
-            max_headers: d.max_headers,
+            max_headers: http1.max_headers,
             max_pending_accept_reset_streams: raw
                 .max_pending_accept_reset_streams
                 .unwrap_or(d.max_pending_accept_reset_streams),
@@ -536,10 +529,11 @@ impl Validator<'_> {
                 max_resets: raw.max_resets.unwrap_or(fd.max_resets),
                 max_empty_frames: raw.max_empty_frames.unwrap_or(fd.max_empty_frames),
                 max_continuations: raw.max_continuations.unwrap_or(fd.max_continuations),
+                max_priority: raw.max_priority.unwrap_or(fd.max_priority),
             },
             send_stall_timeout: self.duration(&raw.send_stall_timeout, d.send_stall_timeout),
-            idle_timeout,
-            handshake_timeout,
+            idle_timeout: http1.keepalive_timeout,
+            handshake_timeout: http1.header_read_timeout,
             ..d
         }
     }

@@ -147,6 +147,8 @@ pub struct RawHttp2 {
     pub max_empty_frames: Option<u32>,
     /// CONTINUATION frames per header block.
     pub max_continuations: Option<u32>,
+    /// PRIORITY frames per flood window.
+    pub max_priority: Option<u32>,
     /// Longest wait for a client to open its window for a response.
     pub send_stall_timeout: Option<Spanned<String>>,
 }

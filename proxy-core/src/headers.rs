@@ -384,8 +384,10 @@ mod tests {
             h.append(HeaderName::from_static(n), HeaderValue::from_static(v));
         }
         remove_hop_by_hop(&mut h);
-        assert_eq!(h.len(), 1, "{h:?}");
+        // Trailer describes the message, not the connection (RFC 9110 section 6.6.2).
+        assert_eq!(h.len(), 2, "{h:?}");
         assert_eq!(h["x-kept"], "yes");
+        assert_eq!(h["trailer"], "x");
     }
 
     #[test]

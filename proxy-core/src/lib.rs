@@ -54,6 +54,7 @@ mod proxy;
 pub mod request_id;
 pub mod rewrite;
 pub mod route;
+pub mod service;
 pub mod template;
 pub mod upgrade;
 mod upload;

@@ -1,9 +1,7 @@
 //! The server half: serve one HTTP/1.1 connection into a core service.
 
 use std::convert::Infallible;
-use std::future::Future;
 
-use futures_util::FutureExt as _;
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -97,7 +95,7 @@ where
         let mut service = service.clone();
         async move {
             let resp = match prepare(req, &info, framing).await {
-                Ok(req) => call(&mut service, req).await,
+                Ok(req) => proxy_core::service::call(&mut service, req).await,
                 Err(rejection) => rejection,
             };
             if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
@@ -127,23 +125,6 @@ where
         }
     };
     result.map_err(ServeError::Connection)
-}
-
-/// Calls the service behind a signature that states `Send`: rustc cannot prove the service's
-/// future `Send` for every lifetime when an async block holds it directly.
-fn call<S>(
-    service: &mut S,
-    req: Request<ProxyBody>,
-) -> impl Future<Output = Response<ProxyBody>> + Send + 'static
-where
-    S: Service<Request<ProxyBody>, Response = Response<ProxyBody>, Error = Infallible>,
-    S::Future: Send + 'static,
-{
-    // A combinator, not an async block: its auto traits follow `S::Future` directly.
-    service.call(req).map(|res| match res {
-        Ok(resp) => resp,
-        Err(never) => match never {},
-    })
 }
 
 /// Validates the request head and converts it for the core; answers malformed requests here

@@ -6,12 +6,12 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::future::poll_fn;
 use h2::{Reason, RecvStream, SendStream};
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt as _;
 use proxy_core::body::ProxyBody;
+use std::future::poll_fn;
 
 /// An h2 receive stream as a body. Flow-control capacity is released as data is consumed, so
 /// the peer can send at most one window ahead of whoever reads this body: that is the

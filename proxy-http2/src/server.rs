@@ -1,13 +1,11 @@
 //! The server half: serve one HTTP/2 connection into a core service.
 
 use std::convert::Infallible;
-use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::FutureExt as _;
 use h2::Reason;
 use h2::server::SendResponse;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Version, header};
@@ -306,22 +304,6 @@ struct StreamCtx {
     stats: Arc<Http2Stats>,
 }
 
-/// Calls the service behind a signature that states `Send` (see proxy-http1 for the rustc
-/// limitation this works around).
-fn call<S>(
-    service: &mut S,
-    req: Request<ProxyBody>,
-) -> impl Future<Output = Response<ProxyBody>> + Send + 'static
-where
-    S: Service<Request<ProxyBody>, Response = Response<ProxyBody>, Error = Infallible>,
-    S::Future: Send + 'static,
-{
-    service.call(req).map(|res| match res {
-        Ok(resp) => resp,
-        Err(never) => match never {},
-    })
-}
-
 async fn serve_stream<S>(
     req: Request<h2::RecvStream>,
     mut respond: SendResponse<Bytes>,
@@ -332,7 +314,7 @@ async fn serve_stream<S>(
     S::Future: Send + 'static,
 {
     let response = match prepare(req, &ctx) {
-        Ok(req) => call(&mut service, req).await,
+        Ok(req) => proxy_core::service::call(&mut service, req).await,
         Err(rejection) => *rejection,
     };
     let (mut parts, body) = response.into_parts();

@@ -214,7 +214,7 @@ impl SiteMatcher for SameCertificate {
         // to the default certificate, which says nothing about where it belongs.
         let table = self.0.table();
         let configured = |name: &str| match table.select(Some(name)) {
-            Selection::Exact(s) | Selection::Wildcard(s) => Some(s.id.clone()),
+            Selection::Exact(s) | Selection::Wildcard(s) => Some(s.id.as_str()),
             _ => None,
         };
         matches!((configured(sni), configured(host)), (Some(a), Some(b)) if a == b)

@@ -59,18 +59,11 @@ impl AccessEntry {
         let upstream_ms = self.upstream_header_time.map(|d| d.as_secs_f64() * 1e3);
         // HTTP/2 and HTTP/3 requests always carry scheme and authority; log the target as an
         // HTTP/1.1 client would have sent it, like nginx's `$request`.
-        let uri = match self.version {
-            http::Version::HTTP_2 | http::Version::HTTP_3 => self
-                .uri
-                .path_and_query()
-                .map_or_else(|| self.uri.path(), |pq| pq.as_str()),
-            _ => "",
+        let target: &dyn std::fmt::Display = match (self.version, self.uri.path_and_query()) {
+            (http::Version::HTTP_2 | http::Version::HTTP_3, Some(pq)) => pq,
+            _ => &self.uri,
         };
-        let uri = if uri.is_empty() {
-            tracing::field::display(&self.uri as &dyn std::fmt::Display)
-        } else {
-            tracing::field::display(&uri as &dyn std::fmt::Display)
-        };
+        let uri = tracing::field::display(target);
         tracing::info!(
             target: ACCESS_TARGET,
             remote_addr = %self.remote.ip(),

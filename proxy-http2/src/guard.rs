@@ -181,6 +181,20 @@ struct Counters {
     priority: u32,
 }
 
+impl Counters {
+    /// All zero, for a window starting at `since`.
+    fn starting(since: Instant) -> Self {
+        Counters {
+            since,
+            settings: 0,
+            pings: 0,
+            resets: 0,
+            empty: 0,
+            priority: 0,
+        }
+    }
+}
+
 /// Where the parser is in the byte stream.
 #[derive(Debug)]
 enum Position {
@@ -212,14 +226,7 @@ impl<I> GuardedIo<I> {
             limits,
             wire,
             position: Position::Preface(0),
-            counters: Counters {
-                since: Instant::now(),
-                settings: 0,
-                pings: 0,
-                resets: 0,
-                empty: 0,
-                priority: 0,
-            },
+            counters: Counters::starting(Instant::now()),
             continuations: 0,
             first_frame: true,
         }
@@ -287,14 +294,7 @@ impl<I> GuardedIo<I> {
         let now = Instant::now();
         let c = &mut self.counters;
         if now.duration_since(c.since) >= self.limits.window {
-            *c = Counters {
-                since: now,
-                settings: 0,
-                pings: 0,
-                resets: 0,
-                empty: 0,
-                priority: 0,
-            };
+            *c = Counters::starting(now);
         }
         let l = &self.limits;
         let over = |count: &mut u32, max: u32, flood: Flood| {

@@ -53,7 +53,8 @@ pub async fn spawn_origin(name: &'static str) -> anyhow::Result<SocketAddr> {
 }
 
 /// The demo's listeners: cleartext (HTTP/1.1 and h2c) and, optionally, TLS (HTTP/2 and
-/// HTTP/1.1 by ALPN) with a self-signed certificate written to `cert_dir`.
+/// HTTP/1.1 by ALPN, HTTP/3 on the same UDP port) with a self-signed certificate written to
+/// `cert_dir`.
 #[derive(Debug, Clone)]
 pub struct DemoListeners {
     /// Cleartext address.
@@ -78,6 +79,7 @@ pub async fn config(listeners: &DemoListeners) -> anyhow::Result<(Config, Option
             r#"
 [[listeners]]
 address = "{addr}"
+http3 = true
 [listeners.tls]
 certificates = [{{ names = ["localhost", "shop.example.com"], cert = "{}", key = "{}" }}]
 "#,
@@ -153,13 +155,14 @@ fn toml_escape(p: &Path) -> String {
 pub fn banner(addr: SocketAddr, tls: Option<(SocketAddr, &Path)>) -> String {
     let tls = tls.map_or_else(String::new, |(a, cert)| {
         format!(
-            "TLS (HTTP/2 and HTTP/1.1 by ALPN) on https://{a}, self-signed certificate for\n\
-             localhost, 127.0.0.1 and shop.example.com: {}\n  \
-             curl --cacert {} https://localhost:{}/products/42\n  \
+            "TLS (HTTP/2 and HTTP/1.1 by ALPN) on https://{a}, and HTTP/3 on UDP port {port}\n\
+             (advertised by Alt-Svc); self-signed certificate for localhost, 127.0.0.1 and\n\
+             shop.example.com: {cert}\n  \
+             curl --cacert {cert} https://localhost:{port}/products/42\n  \
+             curl --http3-only --cacert {cert} https://localhost:{port}/products/42   # curl built with HTTP/3\n  \
              curl --http2-prior-knowledge http://{addr}/products/42   # h2c on the plain port\n",
-            cert.display(),
-            cert.display(),
-            a.port()
+            cert = cert.display(),
+            port = a.port()
         )
     });
     let plain = format!(

@@ -1,5 +1,6 @@
 //! Listeners and the accept loop: TCP in, TLS terminated, each connection handed to the
-//! HTTP/1.1 or HTTP/2 frontend by ALPN or, on cleartext, by the HTTP/2 connection preface.
+//! HTTP/1.1 or HTTP/2 frontend by ALPN or, on cleartext, by the HTTP/2 connection preface;
+//! on TLS listeners with `http3`, a QUIC endpoint on the same port number serves HTTP/3.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,6 +10,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use proxy_core::{ConnInfo, ListenerPolicy, Proxy, ProxyConfig, Scheme, SiteMatcher};
 use proxy_http2::Http2Stats;
+use proxy_http3::{ConnSetup, Http3Endpoint, Http3Stats, Identify};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
@@ -26,6 +28,8 @@ pub struct Running {
     proxy: Proxy,
     cert_stores: Vec<Arc<CertStore>>,
     http2_stats: Arc<Http2Stats>,
+    http3_stats: Arc<Http3Stats>,
+    quic: Vec<Http3Endpoint>,
     stop_accepting: CancellationToken,
     drain: CancellationToken,
     connections: TaskTracker,
@@ -48,6 +52,19 @@ impl Running {
     /// HTTP/2 counters across all listeners (abusive connections closed, stalled streams).
     pub fn http2_stats(&self) -> &Http2Stats {
         &self.http2_stats
+    }
+
+    /// HTTP/3 counters across all QUIC endpoints (connections, Retry, early data, refusals).
+    pub fn http3_stats(&self) -> &Http3Stats {
+        &self.http3_stats
+    }
+
+    /// The UDP addresses serving HTTP/3, in configuration order of their listeners.
+    pub fn quic_addrs(&self) -> Vec<SocketAddr> {
+        self.quic
+            .iter()
+            .filter_map(|e| e.local_addr().ok())
+            .collect()
     }
 
     /// Swaps in a new runtime configuration; requests in flight finish on the old one.
@@ -89,6 +106,9 @@ impl Running {
                 "drain deadline reached; closing remaining connections"
             );
         }
+        for endpoint in &self.quic {
+            endpoint.close(Duration::from_millis(200)).await;
+        }
     }
 }
 
@@ -115,11 +135,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let accept_loops = TaskTracker::new();
     let conn_ids = Arc::new(AtomicU64::new(1));
     let http2_stats = Arc::new(Http2Stats::default());
+    let http3_stats = Arc::new(Http3Stats::default());
     let mut addrs = Vec::new();
     let mut cert_stores = Vec::new();
+    let mut quic = Vec::new();
     for spec in &config.listeners {
-        let (tls, store) = match &spec.tls {
-            None => (None, None),
+        let (tls, store, rustls_config) = match &spec.tls {
+            None => (None, None, None),
             Some(t) => {
                 let store = Arc::new(
                     CertStore::load(t.sites.clone(), t.fallback.clone())
@@ -130,7 +152,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                 if let Some(every) = t.watch_interval {
                     tls::spawn_watcher(store.clone(), every, stop_accepting.clone());
                 }
-                (Some(TlsAcceptor::from(server)), Some(store))
+                (
+                    Some(TlsAcceptor::from(server.clone())),
+                    Some(store),
+                    Some(server),
+                )
             }
         };
         let listener = TcpListener::bind(spec.address)
@@ -144,7 +170,34 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             "listening"
         );
         addrs.push(local);
-        let policy = listener_policy(spec, store.as_ref().map(|s| s.resolver()));
+        let policy = listener_policy(spec, local.port(), store.as_ref().map(|s| s.resolver()));
+        if let (Some(h3), Some(server)) = (&spec.http3, &rustls_config) {
+            // The same port number over UDP, so `Alt-Svc: h3=":PORT"` names it.
+            let options = proxy_http3::ServerOptions {
+                early_data: h3.early_data,
+                ..config.http3
+            };
+            let endpoint = Http3Endpoint::bind(local, server, options)
+                .with_context(|| format!("HTTP/3 listener {local}"))?;
+            tracing::info!(address = %local, early_data = h3.early_data, "listening for HTTP/3 (QUIC)");
+            let setup = ConnSetup {
+                policy: policy.clone(),
+                ids: conn_ids.clone(),
+                identify: identify_hook(&spec.tls),
+                stats: http3_stats.clone(),
+            };
+            let (service, stop, drain, tracker) = (
+                proxy.clone(),
+                stop_accepting.clone(),
+                drain.clone(),
+                connections.clone(),
+            );
+            let serving = endpoint.clone();
+            accept_loops.spawn(async move {
+                serving.serve(service, setup, stop, drain, tracker).await;
+            });
+            quic.push(endpoint);
+        }
         if let Some(s) = store {
             cert_stores.push(s);
         }
@@ -172,6 +225,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         proxy,
         cert_stores,
         http2_stats,
+        http3_stats,
+        quic,
         stop_accepting,
         drain,
         connections,
@@ -182,6 +237,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
 
 fn listener_policy(
     spec: &ListenerSpec,
+    port: u16,
     resolver: Option<Arc<SniResolver>>,
 ) -> Option<Arc<ListenerPolicy>> {
     let sni_guard = match (&spec.tls, resolver) {
@@ -194,10 +250,33 @@ fn listener_policy(
         https_redirect_port: spec.https_redirect_port,
         hsts: spec.hsts.clone(),
         sni_guard,
+        // HTTP/3 answers on the same port number over UDP.
+        alt_svc: spec
+            .http3
+            .as_ref()
+            .and_then(|h| h.alt_svc_max_age)
+            .map(|age| proxy_http3::alt_svc(port, age.as_secs())),
     };
-    let empty =
-        policy.https_redirect_port.is_none() && policy.hsts.is_none() && policy.sni_guard.is_none();
+    let empty = policy.https_redirect_port.is_none()
+        && policy.hsts.is_none()
+        && policy.sni_guard.is_none()
+        && policy.alt_svc.is_none();
     (!empty).then(|| Arc::new(policy))
+}
+
+/// Reads the verified client certificate's subject on QUIC connections, as the TCP path
+/// does after its handshake.
+fn identify_hook(tls: &Option<crate::config::TlsSpec>) -> Option<Identify> {
+    let verifies = tls
+        .as_ref()
+        .is_some_and(|t| t.server.client_auth != tls::ClientAuth::None);
+    verifies.then(|| {
+        Arc::new(|chain: &[rustls::pki_types::CertificateDer<'static>]| {
+            ClientIdentity::from_peer_certificates(chain)
+                .map(|id| id.map(|id| Arc::from(id.subject)))
+                .map_err(|e| e.to_string())
+        }) as Identify
+    })
 }
 
 /// Hosts served on a TLS connection: those that select the same certificate as its SNI did,

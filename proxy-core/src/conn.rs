@@ -62,7 +62,16 @@ pub struct ListenerPolicy {
     /// When set, a TLS request whose host the matcher rejects for the connection's SNI gets
     /// 421 Misdirected Request (domain-fronting guard). `None` lets any host through.
     pub sni_guard: Option<Arc<dyn SiteMatcher>>,
+    /// `Alt-Svc` value set on every response to a request that did not come over HTTP/3, so
+    /// clients learn where this site serves HTTP/3 (RFC 7838); replaces an upstream's own.
+    pub alt_svc: Option<http::HeaderValue>,
 }
+
+/// Request extension set by a frontend on a request that arrived as TLS early data (0-RTT).
+/// The core refuses unsafe methods in early data with 425 and marks the rest with
+/// `Early-Data: 1` for the upstream (RFC 8470).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EarlyData;
 
 impl std::fmt::Debug for ListenerPolicy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -70,6 +79,7 @@ impl std::fmt::Debug for ListenerPolicy {
             .field("https_redirect_port", &self.https_redirect_port)
             .field("hsts", &self.hsts)
             .field("sni_guard", &self.sni_guard.is_some())
+            .field("alt_svc", &self.alt_svc)
             .finish()
     }
 }

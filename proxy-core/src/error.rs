@@ -121,6 +121,10 @@ pub enum ProxyError {
     /// (domain fronting, or a coalesced connection the client must not reuse).
     #[error("host does not match the TLS server name")]
     Misdirected,
+    /// An unsafe request arrived as TLS early data (0-RTT), which an attacker can replay;
+    /// the client retries it after the handshake (RFC 8470 section 5.2).
+    #[error("unsafe request in early data")]
+    TooEarly,
 }
 
 impl ProxyError {
@@ -143,6 +147,7 @@ impl ProxyError {
             ProxyError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProxyError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::Misdirected => StatusCode::MISDIRECTED_REQUEST,
+            ProxyError::TooEarly => StatusCode::TOO_EARLY,
             ProxyError::ClientTimeout => StatusCode::REQUEST_TIMEOUT,
         }
     }
@@ -158,7 +163,8 @@ impl ProxyError {
             | ProxyError::HeadersTooLarge
             | ProxyError::PayloadTooLarge
             | ProxyError::ClientTimeout
-            | ProxyError::Misdirected => Side::Downstream,
+            | ProxyError::Misdirected
+            | ProxyError::TooEarly => Side::Downstream,
         }
     }
 
@@ -181,6 +187,7 @@ impl ProxyError {
             ProxyError::PayloadTooLarge => "payload_too_large",
             ProxyError::ClientTimeout => "client_timeout",
             ProxyError::Misdirected => "misdirected",
+            ProxyError::TooEarly => "too_early",
         }
     }
 

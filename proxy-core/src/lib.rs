@@ -50,6 +50,7 @@ pub mod connector;
 pub mod endpoint;
 pub mod error;
 pub mod headers;
+pub mod multiplexed;
 mod proxy;
 pub mod request_id;
 pub mod rewrite;
@@ -68,7 +69,7 @@ pub mod test_util;
 
 pub use body::ProxyBody;
 pub use config::{HostRewrite, Limits, ProxyConfig, ProxyRoute, RouteAction, Settings};
-pub use conn::{ConnInfo, ExactSite, ListenerPolicy, Scheme, SiteMatcher};
+pub use conn::{ConnInfo, EarlyData, ExactSite, ListenerPolicy, Scheme, SiteMatcher};
 pub use connector::{ConnectOptions, Connector, DialFuture, Dialed, Dialer, SendFuture, TcpDialer};
 pub use endpoint::{Endpoint, PassiveHealth};
 pub use error::{ProxyError, SendError, UpstreamError};

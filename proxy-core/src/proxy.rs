@@ -28,7 +28,7 @@ use crate::access_log::{AccessEntry, ResponseBody};
 use crate::balance::hash_key;
 use crate::body::{self, ProxyBody};
 use crate::config::{HostRewrite, ProxyConfig, ProxyRoute, RouteAction};
-use crate::conn::{ConnInfo, ListenerPolicy, Scheme};
+use crate::conn::{ConnInfo, EarlyData, ListenerPolicy, Scheme};
 use crate::endpoint::HealthChange;
 use crate::error::{ProxyError, SendError, UpstreamError};
 use crate::headers::{TakesTrailers, X_REQUEST_ID, remove_hop_by_hop, upgrade_request};
@@ -153,6 +153,11 @@ impl Proxy {
             }
         };
         resp.headers_mut().insert(X_REQUEST_ID, request_id);
+        if entry.version != Version::HTTP_3
+            && let Some(alt_svc) = conn.listener.as_ref().and_then(|l| l.alt_svc.as_ref())
+        {
+            resp.headers_mut().insert(header::ALT_SVC, alt_svc.clone());
+        }
         if conn.scheme == Scheme::Https
             && let Some(hsts) = conn.listener.as_ref().and_then(|l| l.hsts.as_ref())
             && !resp
@@ -227,6 +232,17 @@ async fn pipeline(
         && content_length(req.headers()).is_some_and(|len| len > max)
     {
         return Err(ProxyError::PayloadTooLarge);
+    }
+    // RFC 8470: early data can be replayed, so only safe methods may act on it, and the
+    // upstream is told so it can answer 425 itself.
+    if req.extensions().get::<EarlyData>().is_some() {
+        if !req.method().is_safe() {
+            return Err(ProxyError::TooEarly);
+        }
+        req.headers_mut().insert(
+            crate::multiplexed::EARLY_DATA,
+            HeaderValue::from_static("1"),
+        );
     }
     if let Some(path) = normalize_path(req.uri().path()) {
         let pq = match req.uri().query() {

@@ -55,7 +55,7 @@ impl Body for RecvBody {
         }
         match self.stream.poll_trailers(cx) {
             Poll::Ready(Ok(Some(trailers))) => {
-                if trailers.values().all(crate::server::trimmed) {
+                if trailers.values().all(proxy_core::multiplexed::trimmed) {
                     Poll::Ready(Some(Ok(Frame::trailers(trailers))))
                 } else {
                     // Malformed (RFC 9113 section 8.2.1): the message is not forwarded whole.

@@ -2,18 +2,18 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
 use h2::Reason;
 use h2::server::SendResponse;
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Version, header};
+use http::{Method, Request, Response, Version};
 use http_body::Body as _;
 use proxy_core::body::{self, ProxyBody};
+use proxy_core::multiplexed::{self, OpenStreams, sleep_until};
 use proxy_core::{ConnInfo, ProxyError};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tower_service::Service;
@@ -240,62 +240,6 @@ where
     }
 }
 
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
-    }
-}
-
-/// Streams open on one connection, and when the last one closed.
-#[derive(Debug)]
-struct OpenStreams {
-    count: AtomicUsize,
-    idle_since: std::sync::Mutex<Option<Instant>>,
-    changed: Notify,
-}
-
-impl Default for OpenStreams {
-    fn default() -> Self {
-        OpenStreams {
-            count: AtomicUsize::new(0),
-            idle_since: std::sync::Mutex::new(Some(Instant::now())),
-            changed: Notify::new(),
-        }
-    }
-}
-
-impl OpenStreams {
-    fn opened(&self) {
-        if self.count.fetch_add(1, Ordering::AcqRel) == 0
-            && let Ok(mut idle) = self.idle_since.lock()
-        {
-            *idle = None;
-        }
-    }
-
-    fn closed(&self) {
-        if self.count.fetch_sub(1, Ordering::AcqRel) == 1 {
-            if let Ok(mut idle) = self.idle_since.lock() {
-                *idle = Some(Instant::now());
-            }
-            self.changed.notify_one();
-        }
-    }
-
-    fn count(&self) -> usize {
-        self.count.load(Ordering::Acquire)
-    }
-
-    fn idle_since(&self) -> Option<Instant> {
-        self.idle_since.lock().ok().and_then(|t| *t)
-    }
-
-    async fn changed(&self) {
-        self.changed.notified().await;
-    }
-}
-
 /// What a stream task needs from its connection.
 struct StreamCtx {
     info: Arc<ConnInfo>,
@@ -318,7 +262,7 @@ async fn serve_stream<S>(
         Err(rejection) => *rejection,
     };
     let (mut parts, body) = response.into_parts();
-    strip_connection_headers(&mut parts.headers);
+    multiplexed::strip_connection_headers(&mut parts.headers);
     parts.version = Version::HTTP_2;
     let end = body.is_end_stream();
     let head = Response::from_parts(parts, ());
@@ -362,24 +306,16 @@ fn prepare(
     if parts.headers.len() > ctx.options.max_headers {
         return Err(reject(ProxyError::HeadersTooLarge, &parts));
     }
-    if let Err(why) = validate(&parts.method, &parts.uri, &parts.headers) {
+    if let Err(why) = multiplexed::validate_request(&parts.method, &parts.uri, &parts.headers) {
         return Err(reject(ProxyError::BadRequest(why), &parts));
     }
     if parts.method == Method::CONNECT {
         let mut resp = reject(ProxyError::BadRequest("CONNECT"), &parts);
-        *resp.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
-        resp.headers_mut().insert(
-            header::ALLOW,
-            HeaderValue::from_static("GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH"),
-        );
+        multiplexed::refuse_connect(&mut resp);
         return Err(resp);
     }
-    join_cookies(&mut parts.headers);
-    let length = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok());
+    multiplexed::join_cookies(&mut parts.headers);
+    let length = multiplexed::content_length(&parts.headers);
     let body = if recv.is_end_stream() {
         body::empty()
     } else {
@@ -387,135 +323,4 @@ fn prepare(
     };
     parts.extensions.insert(ctx.info.clone());
     Ok(Request::from_parts(parts, body))
-}
-
-/// The request rules h2 leaves to the application (RFC 9113 section 8).
-fn validate(method: &Method, uri: &http::Uri, headers: &HeaderMap) -> Result<(), &'static str> {
-    // Section 8.3.1: ":authority ... A server SHOULD treat a request message as malformed if
-    // it contains a Host header field that identifies an entity that differs from the entity
-    // in the ':authority' pseudo-header field."
-    let mut hosts = headers.get_all(header::HOST).iter();
-    let host = hosts.next();
-    if hosts.next().is_some() {
-        return Err("more than one Host header");
-    }
-    match (uri.authority(), host) {
-        (Some(authority), Some(host))
-            if !host
-                .as_bytes()
-                .eq_ignore_ascii_case(authority.as_str().as_bytes()) =>
-        {
-            return Err(":authority and Host differ");
-        }
-        (None, None) if method != Method::CONNECT => return Err("no :authority and no Host"),
-        (None, Some(host))
-            if host
-                .to_str()
-                .map_or(true, |h| h.parse::<http::uri::Authority>().is_err()) =>
-        {
-            return Err("invalid Host header");
-        }
-        _ => {}
-    }
-    // Section 8.2.2 forbids connection-specific fields; h2 refuses most of them already, but
-    // checks only the name of TE, not its value.
-    if let Some(te) = headers.get(header::TE)
-        && te != "trailers"
-    {
-        return Err("TE other than trailers");
-    }
-    if headers.values().any(|v| !trimmed(v)) {
-        return Err("field value with leading or trailing whitespace");
-    }
-    let mut lengths = headers.get_all(header::CONTENT_LENGTH).iter();
-    if let Some(first) = lengths.next()
-        && (lengths.any(|v| v != first)
-            || !first.as_bytes().iter().all(u8::is_ascii_digit)
-            || first.is_empty())
-    {
-        return Err("invalid Content-Length");
-    }
-    Ok(())
-}
-
-/// RFC 9113 section 8.2.1: "A field value MUST NOT start or end with an ASCII whitespace
-/// character"; h2 and the `http` crate accept such values, so the frontend checks.
-pub(crate) fn trimmed(value: &HeaderValue) -> bool {
-    let ws = |b: &u8| *b == b' ' || *b == b'\t';
-    !value.as_bytes().first().is_some_and(ws) && !value.as_bytes().last().is_some_and(ws)
-}
-
-/// RFC 9113 section 8.2.3: cookie crumbs are joined with "; " before the request goes to a
-/// non-HTTP/2 context, and an upstream may be HTTP/1.1.
-fn join_cookies(headers: &mut HeaderMap) {
-    let mut crumbs = headers.get_all(header::COOKIE).iter();
-    let Some(first) = crumbs.next() else { return };
-    if crumbs.next().is_none() {
-        return;
-    }
-    let mut joined = Vec::with_capacity(128);
-    joined.extend_from_slice(first.as_bytes());
-    for crumb in headers.get_all(header::COOKIE).iter().skip(1) {
-        joined.extend_from_slice(b"; ");
-        joined.extend_from_slice(crumb.as_bytes());
-    }
-    if let Ok(v) = HeaderValue::from_bytes(&joined) {
-        headers.insert(header::COOKIE, v);
-    }
-}
-
-/// Connection-specific fields must not appear in HTTP/2 (RFC 9113 section 8.2.2); h2 refuses
-/// to send a response carrying them, so an upstream's leftovers are removed here.
-fn strip_connection_headers(headers: &mut HeaderMap) {
-    for name in [
-        header::CONNECTION,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-        header::TE,
-        http::HeaderName::from_static("keep-alive"),
-        http::HeaderName::from_static("proxy-connection"),
-    ] {
-        headers.remove(name);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cookie_crumbs_are_joined() {
-        let mut h = HeaderMap::new();
-        h.append(header::COOKIE, HeaderValue::from_static("a=1"));
-        h.append(header::COOKIE, HeaderValue::from_static("b=2"));
-        h.append(header::COOKIE, HeaderValue::from_static("c=3"));
-        join_cookies(&mut h);
-        assert_eq!(h.get_all(header::COOKIE).iter().count(), 1);
-        assert_eq!(h[header::COOKIE], "a=1; b=2; c=3");
-    }
-
-    #[test]
-    fn authority_and_host_rules() {
-        let uri: http::Uri = "https://shop.example.com/x".parse().unwrap();
-        let mut h = HeaderMap::new();
-        assert!(validate(&Method::GET, &uri, &h).is_ok());
-        h.insert(header::HOST, HeaderValue::from_static("SHOP.example.com"));
-        assert!(validate(&Method::GET, &uri, &h).is_ok());
-        h.insert(header::HOST, HeaderValue::from_static("evil.example.com"));
-        assert!(validate(&Method::GET, &uri, &h).is_err());
-        let origin: http::Uri = "/x".parse().unwrap();
-        assert!(validate(&Method::GET, &origin, &HeaderMap::new()).is_err());
-        let mut te = HeaderMap::new();
-        te.insert(header::TE, HeaderValue::from_static("gzip"));
-        assert!(validate(&Method::GET, &uri, &te).is_err());
-        te.insert(header::TE, HeaderValue::from_static("trailers"));
-        assert!(validate(&Method::GET, &uri, &te).is_ok());
-        let mut ws = HeaderMap::new();
-        ws.insert("x-a", HeaderValue::from_static(" a"));
-        assert!(validate(&Method::GET, &uri, &ws).is_err());
-        ws.insert("x-a", HeaderValue::from_static("a\t"));
-        assert!(validate(&Method::GET, &uri, &ws).is_err());
-        ws.insert("x-a", HeaderValue::from_static("a b"));
-        assert!(validate(&Method::GET, &uri, &ws).is_ok());
-    }
 }

@@ -105,6 +105,17 @@ pub struct ListenerSpec {
     pub hsts: Option<HeaderValue>,
     /// TLS termination, if any.
     pub tls: Option<TlsSpec>,
+    /// HTTP/3 on the same address over UDP, if enabled (TLS listeners only).
+    pub http3: Option<Http3Spec>,
+}
+
+/// HTTP/3 settings of a listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Http3Spec {
+    /// `ma` of the `Alt-Svc` header on TCP responses; `None` when not advertised.
+    pub alt_svc_max_age: Option<Duration>,
+    /// Accept 0-RTT early data.
+    pub early_data: bool,
 }
 
 /// TLS settings of a listener.
@@ -131,6 +142,8 @@ pub struct Config {
     pub http1: ServerOptions,
     /// HTTP/2 server limits and timeouts.
     pub http2: proxy_http2::ServerOptions,
+    /// HTTP/3 server limits and timeouts (early data is set per listener).
+    pub http3: proxy_http3::ServerOptions,
     /// Longest graceful drain.
     pub shutdown_timeout: Duration,
     /// Logging.
@@ -333,10 +346,12 @@ impl Validator<'_> {
             }
         };
         let http2 = self.http2(&raw.http2, &http1);
+        let http3 = self.http3(&raw.http3, &http1);
         Some(Config {
             listeners,
             http1,
             http2,
+            http3,
             shutdown_timeout,
             log,
             proxy: ProxyConfig {
@@ -378,13 +393,56 @@ impl Validator<'_> {
             self.error(r.span(), "`redirect_https` is for cleartext listeners");
         }
         let tls = l.tls.as_ref().and_then(|t| self.tls(t));
+        let http3 = l.http3.as_ref().and_then(|h| self.listener_http3(h, l));
         Some(ListenerSpec {
             address,
             h2c: l.h2c.unwrap_or(false),
             https_redirect_port: l.redirect_https.as_ref().map(|p| *p.get_ref()),
             hsts,
             tls,
+            http3,
         })
+    }
+
+    fn listener_http3(
+        &mut self,
+        raw: &Spanned<raw::RawListenerHttp3>,
+        l: &raw::RawListener,
+    ) -> Option<Http3Spec> {
+        let day = Duration::from_secs(24 * 3600);
+        let spec = match raw.get_ref() {
+            raw::RawListenerHttp3::Enabled(false) => return None,
+            raw::RawListenerHttp3::Enabled(true) => Http3Spec {
+                alt_svc_max_age: Some(day),
+                early_data: false,
+            },
+            raw::RawListenerHttp3::Table(t) => {
+                let max_age = match t.alt_svc_max_age.as_deref().map(parse_duration) {
+                    None => day,
+                    Some(Ok(d)) => d,
+                    Some(Err(e)) => {
+                        self.error(raw.span(), format!("alt_svc_max_age: {e}"));
+                        day
+                    }
+                };
+                Http3Spec {
+                    alt_svc_max_age: t.alt_svc.unwrap_or(true).then_some(max_age),
+                    early_data: t.early_data.unwrap_or(false),
+                }
+            }
+        };
+        match &l.tls {
+            None => self.error(
+                raw.span(),
+                "`http3` needs a TLS listener: QUIC is always encrypted",
+            ),
+            Some(t) if spec.early_data && t.get_ref().client_ca.is_some() => self.error(
+                raw.span(),
+                "`early_data` cannot be combined with `client_ca`: early requests arrive before the client certificate is verified",
+            ),
+            Some(_) => {}
+        }
+        Some(spec)
     }
 
     fn tls(&mut self, raw: &Spanned<raw::RawTls>) -> Option<TlsSpec> {
@@ -535,6 +593,72 @@ impl Validator<'_> {
             idle_timeout: http1.keepalive_timeout,
             handshake_timeout: http1.header_read_timeout,
             ..d
+        }
+    }
+
+    /// `[http3]`; the header count and header timeout come from `[proxy]` through `http1`.
+    fn http3(&mut self, raw: &raw::RawHttp3, http1: &ServerOptions) -> proxy_http3::ServerOptions {
+        let d = proxy_http3::ServerOptions::default();
+        let uni = match &raw.max_concurrent_uni_streams {
+            None => d.max_concurrent_uni_streams,
+            Some(v) if *v.get_ref() >= 3 => *v.get_ref(),
+            Some(v) => {
+                self.error(
+                    v.span(),
+                    "max_concurrent_uni_streams must be at least 3: HTTP/3 clients open a control and two QPACK streams",
+                );
+                d.max_concurrent_uni_streams
+            }
+        };
+        let pending = raw.retry_pending_handshakes.unwrap_or(64);
+        let address_validation = match raw
+            .address_validation
+            .as_ref()
+            .map(|v| (v, v.get_ref().as_str()))
+        {
+            None | Some((_, "under-load")) => proxy_http3::AddressValidation::UnderLoad {
+                pending_handshakes: pending,
+            },
+            Some((_, "always")) => proxy_http3::AddressValidation::Always,
+            Some((_, "never")) => proxy_http3::AddressValidation::Never,
+            Some((v, other)) => {
+                self.error(
+                    v.span(),
+                    format!(
+                        "unknown address_validation `{other}`: use under-load, always or never"
+                    ),
+                );
+                d.address_validation
+            }
+        };
+        let idle_timeout = self.duration(&raw.idle_timeout, d.idle_timeout);
+        if let Some(v) = &raw.idle_timeout
+            && idle_timeout.is_zero()
+        {
+            self.error(v.span(), "idle_timeout must be above zero");
+        }
+        proxy_http3::ServerOptions {
+            max_concurrent_streams: raw
+                .max_concurrent_streams
+                .unwrap_or(d.max_concurrent_streams),
+            max_concurrent_uni_streams: uni,
+            stream_receive_window: raw.stream_receive_window.unwrap_or(d.stream_receive_window),
+            connection_receive_window: raw
+                .connection_receive_window
+                .unwrap_or(d.connection_receive_window),
+            send_window: raw.send_window.unwrap_or(d.send_window),
+            max_field_section_size: raw
+                .max_field_section_size
+                .unwrap_or(d.max_field_section_size),
+            max_headers: http1.max_headers,
+            max_connections: raw.max_connections.unwrap_or(d.max_connections),
+            address_validation,
+            early_data: false,
+            handshake_timeout: self.duration(&raw.handshake_timeout, d.handshake_timeout),
+            header_read_timeout: http1.header_read_timeout,
+            idle_timeout,
+            send_stall_timeout: self.duration(&raw.send_stall_timeout, d.send_stall_timeout),
+            close_timeout: d.close_timeout,
         }
     }
 

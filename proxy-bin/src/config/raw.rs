@@ -21,6 +21,9 @@ pub struct RawConfig {
     /// HTTP/2 server limits, for every listener.
     #[serde(default)]
     pub http2: RawHttp2,
+    /// HTTP/3 server limits, for every listener that serves HTTP/3.
+    #[serde(default)]
+    pub http3: RawHttp3,
     /// Named upstreams.
     #[serde(default)]
     pub upstreams: BTreeMap<String, Spanned<RawUpstream>>,
@@ -81,6 +84,30 @@ pub struct RawListener {
     pub hsts: Option<Spanned<String>>,
     /// Terminate TLS on this listener.
     pub tls: Option<Spanned<RawTls>>,
+    /// TLS listeners: also serve HTTP/3 on the same port over UDP.
+    pub http3: Option<Spanned<RawListenerHttp3>>,
+}
+
+/// `http3 = true` or `http3 = { ... }` on a listener.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawListenerHttp3 {
+    /// `http3 = true`: on, with the defaults.
+    Enabled(bool),
+    /// `http3 = { alt_svc = true, alt_svc_max_age = "24h", early_data = false }`.
+    Table(RawListenerHttp3Table),
+}
+
+/// The table form of a listener's `http3`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListenerHttp3Table {
+    /// Advertise HTTP/3 with `Alt-Svc` on this listener's TCP responses (default true).
+    pub alt_svc: Option<bool>,
+    /// `ma` of the `Alt-Svc` advertisement (default 24h).
+    pub alt_svc_max_age: Option<String>,
+    /// Accept 0-RTT early data (default false); unsafe methods in it get 425.
+    pub early_data: Option<bool>,
 }
 
 /// `[listeners.tls]`
@@ -150,6 +177,36 @@ pub struct RawHttp2 {
     /// PRIORITY frames per flood window.
     pub max_priority: Option<u32>,
     /// Longest wait for a client to open its window for a response.
+    pub send_stall_timeout: Option<Spanned<String>>,
+}
+
+/// `[http3]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttp3 {
+    /// Request streams a client may have open at once.
+    pub max_concurrent_streams: Option<u32>,
+    /// Unidirectional streams a client may have open at once (at least 3).
+    pub max_concurrent_uni_streams: Option<Spanned<u32>>,
+    /// Per-stream receive window.
+    pub stream_receive_window: Option<u32>,
+    /// Connection receive window.
+    pub connection_receive_window: Option<u32>,
+    /// Response bytes buffered per connection.
+    pub send_window: Option<u64>,
+    /// SETTINGS_MAX_FIELD_SECTION_SIZE.
+    pub max_field_section_size: Option<u64>,
+    /// QUIC connections served at once.
+    pub max_connections: Option<usize>,
+    /// `under-load` (default), `always` or `never`: when clients are sent a Retry.
+    pub address_validation: Option<Spanned<String>>,
+    /// Handshakes in progress at which `under-load` starts sending Retry.
+    pub retry_pending_handshakes: Option<usize>,
+    /// Longest handshake.
+    pub handshake_timeout: Option<Spanned<String>>,
+    /// Connection idle time before GOAWAY; also the QUIC idle timeout.
+    pub idle_timeout: Option<Spanned<String>>,
+    /// Longest wait for a client to extend flow control for a response.
     pub send_stall_timeout: Option<Spanned<String>>,
 }
 

@@ -1,0 +1,231 @@
+//! Bodies across the h3 boundary: a request stream's receive half as an `http_body::Body`,
+//! and a response body sent on the stream's send half.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf as _, Bytes};
+use h3::error::{Code, StreamError};
+use h3::server::RequestStream;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt as _;
+use proxy_core::body::ProxyBody;
+
+/// Receive half of a request stream.
+pub(crate) type RecvHalf = RequestStream<h3_quinn::RecvStream, Bytes>;
+/// Send half of a request stream.
+pub(crate) type SendHalf = RequestStream<h3_quinn::SendStream<Bytes>, Bytes>;
+
+/// Why a request body could not be read whole.
+#[derive(Debug, thiserror::Error)]
+pub enum RecvError {
+    /// The client reset the stream, or the connection failed.
+    #[error("HTTP/3 request stream failed")]
+    Stream(#[source] StreamError),
+    /// The DATA frames did not add up to the declared Content-Length (RFC 9114 section
+    /// 4.1.2: the request is malformed).
+    #[error("request body length differs from Content-Length")]
+    LengthMismatch,
+    /// A trailer value with surrounding whitespace (RFC 9114 section 4.2).
+    #[error("malformed request trailers")]
+    MalformedTrailers,
+}
+
+/// A request stream's receive half as a body. QUIC flow control releases credit as data is
+/// read, so the client can send at most one stream window ahead of whoever reads this body.
+pub(crate) struct RecvBody {
+    stream: RecvHalf,
+    /// A chunk (or failure) read while finding out whether there is a body at all.
+    first: Option<Result<Bytes, StreamError>>,
+    data_done: bool,
+    length: Option<u64>,
+    received: u64,
+}
+
+impl std::fmt::Debug for RecvBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecvBody")
+            .field("data_done", &self.data_done)
+            .field("length", &self.length)
+            .field("received", &self.received)
+            .finish()
+    }
+}
+
+impl RecvBody {
+    fn new(stream: RecvHalf, length: Option<u64>) -> Self {
+        RecvBody {
+            stream,
+            first: None,
+            data_done: false,
+            length,
+            received: 0,
+        }
+    }
+}
+
+/// The request body of a stream whose headers have been read. HTTP/3 does not say in the
+/// headers whether a body follows, and an upstream must not be sent a chunked body for a
+/// plain GET, so without a Content-Length the stream is looked at first: its end already
+/// received means no body. For methods that normally carry none (`wait_for_end`), the end
+/// or the first data is awaited for up to `wait`.
+pub(crate) async fn request_body(
+    mut stream: RecvHalf,
+    length: Option<u64>,
+    wait_for_end: bool,
+    wait: Duration,
+) -> ProxyBody {
+    if length.is_some() {
+        return proxy_core::body::boxed(RecvBody::new(stream, length));
+    }
+    let probe = |stream: &mut RecvHalf, cx: &mut Context<'_>| {
+        stream
+            .poll_recv_data(cx)
+            .map(|r| r.map(|b| b.map(|mut b| b.copy_to_bytes(b.remaining()))))
+    };
+    let first = if wait_for_end {
+        match tokio::time::timeout(wait, std::future::poll_fn(|cx| probe(&mut stream, cx))).await {
+            Ok(r) => Poll::Ready(r),
+            Err(_) => Poll::Pending,
+        }
+    } else {
+        probe(
+            &mut stream,
+            &mut Context::from_waker(std::task::Waker::noop()),
+        )
+    };
+    let mut body = RecvBody::new(stream, None);
+    match first {
+        Poll::Ready(Ok(None)) => {
+            let mut cx = Context::from_waker(std::task::Waker::noop());
+            if let Poll::Ready(Ok(None)) = body.stream.poll_recv_trailers(&mut cx) {
+                return proxy_core::body::empty();
+            }
+            body.data_done = true;
+        }
+        Poll::Ready(Ok(Some(data))) => body.first = Some(Ok(data)),
+        Poll::Ready(Err(e)) => body.first = Some(Err(e)),
+        Poll::Pending => {}
+    }
+    proxy_core::body::boxed(body)
+}
+
+impl Body for RecvBody {
+    type Data = Bytes;
+    type Error = RecvError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, RecvError>>> {
+        let this = &mut *self;
+        if let Some(first) = this.first.take() {
+            return match first {
+                Ok(data) => {
+                    this.received += data.len() as u64;
+                    Poll::Ready(Some(Ok(Frame::data(data))))
+                }
+                Err(e) => Poll::Ready(Some(Err(RecvError::Stream(e)))),
+            };
+        }
+        if !this.data_done {
+            match this.stream.poll_recv_data(cx) {
+                Poll::Ready(Ok(Some(mut buf))) => {
+                    let data = buf.copy_to_bytes(buf.remaining());
+                    this.received += data.len() as u64;
+                    if this.length.is_some_and(|n| this.received > n) {
+                        return Poll::Ready(Some(Err(RecvError::LengthMismatch)));
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Poll::Ready(Ok(None)) => {
+                    this.data_done = true;
+                    if this.length.is_some_and(|n| this.received != n) {
+                        return Poll::Ready(Some(Err(RecvError::LengthMismatch)));
+                    }
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Some(Err(RecvError::Stream(e)))),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        match this.stream.poll_recv_trailers(cx) {
+            Poll::Ready(Ok(Some(trailers))) => {
+                if trailers.values().all(proxy_core::multiplexed::trimmed) {
+                    Poll::Ready(Some(Ok(Frame::trailers(trailers))))
+                } else {
+                    Poll::Ready(Some(Err(RecvError::MalformedTrailers)))
+                }
+            }
+            Poll::Ready(Ok(None)) => Poll::Ready(None),
+            Poll::Ready(Err(e)) => Poll::Ready(Some(Err(RecvError::Stream(e)))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.length {
+            Some(n) if !self.data_done => SizeHint::with_exact(n.saturating_sub(self.received)),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+/// Why a response body stopped before its end was sent.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// The client stopped the stream or the connection went away.
+    #[error("stream closed by peer")]
+    Closed(#[source] StreamError),
+    /// The client kept flow control shut longer than the stall timeout.
+    #[error("client did not extend flow control within {0:?}")]
+    Stalled(Duration),
+    /// The body being sent failed (e.g. the upstream broke off).
+    #[error("body source failed")]
+    Source(#[source] proxy_core::body::BodyError),
+}
+
+/// Sends `body` on `tx` frame by frame, as QUIC flow control allows, then trailers if any,
+/// then the end of the stream. Resets the stream when the body fails or the client's credit
+/// stays shut for `stall`; stops pulling from `body` as soon as the client goes away.
+pub(crate) async fn send_body(
+    mut body: ProxyBody,
+    tx: &mut SendHalf,
+    stall: Duration,
+) -> Result<(), SendError> {
+    while let Some(frame) = body.frame().await {
+        let frame = match frame {
+            Ok(f) => f,
+            Err(e) => {
+                tx.stop_stream(Code::H3_INTERNAL_ERROR);
+                return Err(SendError::Source(e));
+            }
+        };
+        match frame.into_data() {
+            Ok(data) => {
+                if data.is_empty() {
+                    continue;
+                }
+                match tokio::time::timeout(stall, tx.send_data(data)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => return Err(SendError::Closed(e)),
+                    Err(_) => {
+                        tx.stop_stream(Code::H3_REQUEST_CANCELLED);
+                        return Err(SendError::Stalled(stall));
+                    }
+                }
+            }
+            Err(frame) => {
+                if let Ok(trailers) = frame.into_trailers() {
+                    let mut trailers = trailers;
+                    proxy_core::multiplexed::strip_connection_headers(&mut trailers);
+                    tx.send_trailers(trailers)
+                        .await
+                        .map_err(SendError::Closed)?;
+                }
+                break;
+            }
+        }
+    }
+    tx.finish().await.map_err(SendError::Closed)
+}

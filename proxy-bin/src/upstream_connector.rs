@@ -1,5 +1,5 @@
-//! Upstream connectors as configured: HTTP/1.1 or HTTP/2, over TCP or TLS, or chosen per
-//! endpoint by ALPN.
+//! Upstream connectors as configured: HTTP/1.1 or HTTP/2, over TCP or TLS, chosen per
+//! endpoint by ALPN, or HTTP/3 over QUIC with a fallback to the ALPN choice over TCP.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -29,6 +29,8 @@ pub enum UpstreamProtocol {
     Http2,
     /// Whatever the endpoint picks by ALPN, `h2` preferred (TLS only).
     Auto,
+    /// HTTP/3 over QUIC (TLS only); endpoints QUIC cannot reach are served as `Auto`.
+    Http3,
 }
 
 /// TLS towards an upstream.
@@ -45,12 +47,12 @@ pub fn build(
     protocol: UpstreamProtocol,
     h1: ClientOptions,
     tls: Option<UpstreamTls>,
-) -> Arc<dyn Connector> {
+) -> Result<Arc<dyn Connector>, proxy_http3::Http3Error> {
     let h2 = proxy_http2::ClientOptions {
         tls: tls.is_some(),
         ..proxy_http2::ClientOptions::default()
     };
-    match (protocol, tls) {
+    Ok(match (protocol, tls) {
         (UpstreamProtocol::Http1, None) => Arc::new(Http1Connector::new(h1)),
         (UpstreamProtocol::Http2, None) => Arc::new(Http2Connector::new(h2)),
         (UpstreamProtocol::Http1, Some(t)) => Arc::new(Http1Connector::with_dialer(
@@ -61,10 +63,22 @@ pub fn build(
             h2,
             Arc::new(TlsDialer::new(&t, &[ALPN_H2])),
         )),
-        // Validation refuses `auto` without TLS; HTTP/1.1 is the safe reading.
-        (UpstreamProtocol::Auto, None) => Arc::new(Http1Connector::new(h1)),
+        // Validation refuses `auto` and `http3` without TLS; HTTP/1.1 is the safe reading.
+        (UpstreamProtocol::Auto | UpstreamProtocol::Http3, None) => {
+            Arc::new(Http1Connector::new(h1))
+        }
         (UpstreamProtocol::Auto, Some(t)) => Arc::new(AutoConnector::new(&t, h1, h2)),
-    }
+        (UpstreamProtocol::Http3, Some(t)) => {
+            let fallback: Arc<dyn Connector> = Arc::new(AutoConnector::new(&t, h1, h2));
+            let name = t.server_name.as_ref().map(|n| n.to_str().into_owned());
+            Arc::new(proxy_http3::Http3Connector::new(
+                &t.config,
+                name,
+                proxy_http3::ClientOptions::default(),
+                Some(fallback),
+            )?)
+        }
+    })
 }
 
 /// TLS over TCP, verifying the endpoint's certificate, offering a fixed ALPN list.

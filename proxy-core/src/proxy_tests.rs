@@ -446,3 +446,90 @@ async fn max_forwards_is_honoured_for_options_and_trace() {
         "only OPTIONS and TRACE are counted"
     );
 }
+
+/// A request as an HTTP/3 frontend hands it over: HTTP/3, on a TLS connection whose listener
+/// advertises HTTP/3, optionally marked as early data.
+fn h3_request(method: Method, early: bool, version: http::Version) -> Request<crate::ProxyBody> {
+    let mut req = request(method, "/x");
+    *req.version_mut() = version;
+    let mut conn = ConnInfo::plain(
+        "192.0.2.7:5000".parse().unwrap(),
+        "127.0.0.1:8443".parse().unwrap(),
+        2,
+    );
+    conn.scheme = crate::Scheme::Https;
+    conn.listener = Some(Arc::new(crate::ListenerPolicy {
+        alt_svc: Some(crate::multiplexed::alt_svc_h3(8443, 3600)),
+        ..crate::ListenerPolicy::default()
+    }));
+    req.extensions_mut().insert(Arc::new(conn));
+    if early {
+        req.extensions_mut().insert(crate::EarlyData);
+    }
+    req
+}
+
+#[tokio::test(start_paused = true)]
+async fn early_data_allows_only_safe_methods_and_marks_them() {
+    let mock = echo_endpoint();
+    let up = upstream(&mock, &["127.0.0.1:9001"], UpstreamPolicy::default());
+    let p = proxy(
+        vec![route(
+            PathMatch::Prefix("/".into()),
+            RouteAction::Proxy(proxy_route(&up)),
+        )],
+        Settings::default(),
+    );
+    // RFC 8470 section 5.2: an unsafe method in early data gets 425 and never reaches the
+    // upstream.
+    for method in [Method::POST, Method::PUT, Method::DELETE, Method::PATCH] {
+        let resp = p
+            .handle(h3_request(method.clone(), true, http::Version::HTTP_3))
+            .await;
+        assert_eq!(resp.status(), StatusCode::TOO_EARLY, "{method}");
+    }
+    assert!(mock.seen().is_empty());
+    // Safe methods are served and marked for the upstream (section 5.1).
+    let resp = p
+        .handle(h3_request(Method::GET, true, http::Version::HTTP_3))
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(mock.seen()[0].headers["early-data"], "1");
+    // The same POST after the handshake goes through unmarked.
+    let resp = p
+        .handle(h3_request(Method::POST, false, http::Version::HTTP_3))
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(!mock.seen()[1].headers.contains_key("early-data"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn alt_svc_is_advertised_on_tcp_responses_only() {
+    let mock = MockConnector::new(|_, _| {
+        let mut r = Response::new(body::empty());
+        // An upstream's own Alt-Svc names the upstream, not this proxy: it is replaced.
+        r.headers_mut()
+            .insert("alt-svc", HeaderValue::from_static("h3=\":9999\""));
+        MockReply::Respond(r)
+    });
+    let up = upstream(&mock, &["127.0.0.1:9001"], UpstreamPolicy::default());
+    let p = proxy(
+        vec![route(
+            PathMatch::Prefix("/".into()),
+            RouteAction::Proxy(proxy_route(&up)),
+        )],
+        Settings::default(),
+    );
+    for version in [http::Version::HTTP_11, http::Version::HTTP_2] {
+        let resp = p.handle(h3_request(Method::GET, false, version)).await;
+        assert_eq!(
+            resp.headers()["alt-svc"],
+            "h3=\":8443\"; ma=3600",
+            "{version:?}"
+        );
+    }
+    let resp = p
+        .handle(h3_request(Method::GET, false, http::Version::HTTP_3))
+        .await;
+    assert_eq!(resp.headers()["alt-svc"], "h3=\":9999\"");
+}

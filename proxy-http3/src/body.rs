@@ -12,10 +12,89 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt as _;
 use proxy_core::body::ProxyBody;
 
-/// Receive half of a request stream.
+/// Receive half of a request stream on the server.
 pub(crate) type RecvHalf = RequestStream<h3_quinn::RecvStream, Bytes>;
-/// Send half of a request stream.
+/// Send half of a request stream on the server.
 pub(crate) type SendHalf = RequestStream<h3_quinn::SendStream<Bytes>, Bytes>;
+/// Receive half of a request stream on the client (the response side).
+pub(crate) type ClientRecvHalf = h3::client::RequestStream<h3_quinn::RecvStream, Bytes>;
+/// Send half of a request stream on the client (the request side).
+pub(crate) type ClientSendHalf = h3::client::RequestStream<h3_quinn::SendStream<Bytes>, Bytes>;
+
+/// The receive half of a request stream, server or client side: DATA, then trailers.
+pub(crate) trait RecvHalfOps: Send + 'static {
+    fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, StreamError>>;
+    fn poll_trailers(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Option<http::HeaderMap>, StreamError>>;
+}
+
+impl RecvHalfOps for RecvHalf {
+    fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, StreamError>> {
+        self.poll_recv_data(cx)
+            .map(|r| r.map(|b| b.map(|mut b| b.copy_to_bytes(b.remaining()))))
+    }
+
+    fn poll_trailers(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Option<http::HeaderMap>, StreamError>> {
+        self.poll_recv_trailers(cx)
+    }
+}
+
+impl RecvHalfOps for ClientRecvHalf {
+    fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, StreamError>> {
+        self.poll_recv_data(cx)
+            .map(|r| r.map(|b| b.map(|mut b| b.copy_to_bytes(b.remaining()))))
+    }
+
+    fn poll_trailers(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Option<http::HeaderMap>, StreamError>> {
+        self.poll_recv_trailers(cx)
+    }
+}
+
+/// The send half of a request stream, server or client side.
+pub(crate) trait SendHalfOps: Send {
+    async fn data(&mut self, data: Bytes) -> Result<(), StreamError>;
+    async fn trailers(&mut self, trailers: http::HeaderMap) -> Result<(), StreamError>;
+    async fn end(&mut self) -> Result<(), StreamError>;
+    fn reset(&mut self, code: Code);
+}
+
+impl SendHalfOps for SendHalf {
+    async fn data(&mut self, data: Bytes) -> Result<(), StreamError> {
+        self.send_data(data).await
+    }
+    async fn trailers(&mut self, trailers: http::HeaderMap) -> Result<(), StreamError> {
+        self.send_trailers(trailers).await
+    }
+    async fn end(&mut self) -> Result<(), StreamError> {
+        self.finish().await
+    }
+    fn reset(&mut self, code: Code) {
+        self.stop_stream(code);
+    }
+}
+
+impl SendHalfOps for ClientSendHalf {
+    async fn data(&mut self, data: Bytes) -> Result<(), StreamError> {
+        self.send_data(data).await
+    }
+    async fn trailers(&mut self, trailers: http::HeaderMap) -> Result<(), StreamError> {
+        self.send_trailers(trailers).await
+    }
+    async fn end(&mut self) -> Result<(), StreamError> {
+        self.finish().await
+    }
+    fn reset(&mut self, code: Code) {
+        self.stop_stream(code);
+    }
+}
 
 /// Why a request body could not be read whole.
 #[derive(Debug, thiserror::Error)]
@@ -32,10 +111,10 @@ pub enum RecvError {
     MalformedTrailers,
 }
 
-/// A request stream's receive half as a body. QUIC flow control releases credit as data is
-/// read, so the client can send at most one stream window ahead of whoever reads this body.
-pub(crate) struct RecvBody {
-    stream: RecvHalf,
+/// A stream's receive half as a body. QUIC flow control releases credit as data is read, so
+/// the peer can send at most one stream window ahead of whoever reads this body.
+pub(crate) struct RecvBody<R> {
+    stream: R,
     /// A chunk (or failure) read while finding out whether there is a body at all.
     first: Option<Result<Bytes, StreamError>>,
     data_done: bool,
@@ -43,7 +122,7 @@ pub(crate) struct RecvBody {
     received: u64,
 }
 
-impl std::fmt::Debug for RecvBody {
+impl<R> std::fmt::Debug for RecvBody<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RecvBody")
             .field("data_done", &self.data_done)
@@ -53,8 +132,9 @@ impl std::fmt::Debug for RecvBody {
     }
 }
 
-impl RecvBody {
-    fn new(stream: RecvHalf, length: Option<u64>) -> Self {
+impl<R: RecvHalfOps> RecvBody<R> {
+    /// Wraps `stream`; `length` is the declared Content-Length, if any, which is enforced.
+    pub(crate) fn new(stream: R, length: Option<u64>) -> Self {
         RecvBody {
             stream,
             first: None,
@@ -79,11 +159,7 @@ pub(crate) async fn request_body(
     if length.is_some() {
         return proxy_core::body::boxed(RecvBody::new(stream, length));
     }
-    let probe = |stream: &mut RecvHalf, cx: &mut Context<'_>| {
-        stream
-            .poll_recv_data(cx)
-            .map(|r| r.map(|b| b.map(|mut b| b.copy_to_bytes(b.remaining()))))
-    };
+    let probe = |stream: &mut RecvHalf, cx: &mut Context<'_>| stream.poll_data(cx);
     let first = if wait_for_end {
         match tokio::time::timeout(wait, std::future::poll_fn(|cx| probe(&mut stream, cx))).await {
             Ok(r) => Poll::Ready(r),
@@ -99,7 +175,7 @@ pub(crate) async fn request_body(
     match first {
         Poll::Ready(Ok(None)) => {
             let mut cx = Context::from_waker(std::task::Waker::noop());
-            if let Poll::Ready(Ok(None)) = body.stream.poll_recv_trailers(&mut cx) {
+            if let Poll::Ready(Ok(None)) = body.stream.poll_trailers(&mut cx) {
                 return proxy_core::body::empty();
             }
             body.data_done = true;
@@ -111,7 +187,7 @@ pub(crate) async fn request_body(
     proxy_core::body::boxed(body)
 }
 
-impl Body for RecvBody {
+impl<R: RecvHalfOps + Unpin> Body for RecvBody<R> {
     type Data = Bytes;
     type Error = RecvError;
 
@@ -130,9 +206,8 @@ impl Body for RecvBody {
             };
         }
         if !this.data_done {
-            match this.stream.poll_recv_data(cx) {
-                Poll::Ready(Ok(Some(mut buf))) => {
-                    let data = buf.copy_to_bytes(buf.remaining());
+            match this.stream.poll_data(cx) {
+                Poll::Ready(Ok(Some(data))) => {
                     this.received += data.len() as u64;
                     if this.length.is_some_and(|n| this.received > n) {
                         return Poll::Ready(Some(Err(RecvError::LengthMismatch)));
@@ -149,7 +224,7 @@ impl Body for RecvBody {
                 Poll::Pending => return Poll::Pending,
             }
         }
-        match this.stream.poll_recv_trailers(cx) {
+        match this.stream.poll_trailers(cx) {
             Poll::Ready(Ok(Some(trailers))) => {
                 if trailers.values().all(proxy_core::multiplexed::trimmed) {
                     Poll::Ready(Some(Ok(Frame::trailers(trailers))))
@@ -188,16 +263,16 @@ pub enum SendError {
 /// Sends `body` on `tx` frame by frame, as QUIC flow control allows, then trailers if any,
 /// then the end of the stream. Resets the stream when the body fails or the client's credit
 /// stays shut for `stall`; stops pulling from `body` as soon as the client goes away.
-pub(crate) async fn send_body(
+pub(crate) async fn send_body<T: SendHalfOps>(
     mut body: ProxyBody,
-    tx: &mut SendHalf,
+    tx: &mut T,
     stall: Duration,
 ) -> Result<(), SendError> {
     while let Some(frame) = body.frame().await {
         let frame = match frame {
             Ok(f) => f,
             Err(e) => {
-                tx.stop_stream(Code::H3_INTERNAL_ERROR);
+                tx.reset(Code::H3_INTERNAL_ERROR);
                 return Err(SendError::Source(e));
             }
         };
@@ -206,11 +281,11 @@ pub(crate) async fn send_body(
                 if data.is_empty() {
                     continue;
                 }
-                match tokio::time::timeout(stall, tx.send_data(data)).await {
+                match tokio::time::timeout(stall, tx.data(data)).await {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => return Err(SendError::Closed(e)),
                     Err(_) => {
-                        tx.stop_stream(Code::H3_REQUEST_CANCELLED);
+                        tx.reset(Code::H3_REQUEST_CANCELLED);
                         return Err(SendError::Stalled(stall));
                     }
                 }
@@ -219,13 +294,11 @@ pub(crate) async fn send_body(
                 if let Ok(trailers) = frame.into_trailers() {
                     let mut trailers = trailers;
                     proxy_core::multiplexed::strip_connection_headers(&mut trailers);
-                    tx.send_trailers(trailers)
-                        .await
-                        .map_err(SendError::Closed)?;
+                    tx.trailers(trailers).await.map_err(SendError::Closed)?;
                 }
                 break;
             }
         }
     }
-    tx.finish().await.map_err(SendError::Closed)
+    tx.end().await.map_err(SendError::Closed)
 }

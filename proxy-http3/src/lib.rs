@@ -8,6 +8,8 @@
 //! - Early data (0-RTT) is off by default; when on, requests that arrive before the handshake
 //!   completes carry [`proxy_core::EarlyData`], so the core refuses unsafe methods with 425.
 //! - [`alt_svc`]: the `Alt-Svc` value the TCP frontends send to advertise HTTP/3.
+//! - [`Http3Connector`]: the client half, HTTP/3 to upstreams over one multiplexed QUIC
+//!   connection per endpoint, with an optional fallback connector when QUIC fails.
 //!
 //! Bodies stream both ways under QUIC flow control, and trailers pass through. QPACK runs
 //! with the static table only (h3 0.0.8 has no dynamic table), so the dynamic table size
@@ -16,11 +18,13 @@
 #![forbid(unsafe_code)]
 
 mod body;
+mod client;
 mod connection;
 mod endpoint;
 mod options;
 
 pub use body::{RecvError, SendError};
+pub use client::{ClientOptions, Http3Connector};
 pub use endpoint::{ConnSetup, Http3Endpoint, Http3Stats, Identify};
 pub use options::{ALPN_H3, AddressValidation, ServerOptions, quic_server_config};
 pub use proxy_core::multiplexed::alt_svc_h3 as alt_svc;

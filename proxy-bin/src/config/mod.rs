@@ -796,10 +796,19 @@ impl Validator<'_> {
                 }
                 UpstreamProtocol::Auto
             }
+            Some((p, "http3")) => {
+                if u.tls.is_none() {
+                    self.error(
+                        p.span(),
+                        "`protocol = \"http3\"` runs over QUIC, which is always encrypted: add `tls`",
+                    );
+                }
+                UpstreamProtocol::Http3
+            }
             Some((p, other)) => {
                 self.error(
                     p.span(),
-                    format!("unknown protocol `{other}`: use http1, http2 or auto"),
+                    format!("unknown protocol `{other}`: use http1, http2, auto or http3"),
                 );
                 UpstreamProtocol::Http1
             }
@@ -808,7 +817,13 @@ impl Validator<'_> {
             None => None,
             Some(t) => Some(self.upstream_tls(t)?),
         };
-        let connector = upstream_connector::build(protocol, h1, tls);
+        let connector = match upstream_connector::build(protocol, h1, tls) {
+            Ok(c) => c,
+            Err(e) => {
+                self.error(up.span(), e.to_string());
+                return None;
+            }
+        };
         Some(Upstream::new(name, endpoints, policy, connector))
     }
 

@@ -131,3 +131,45 @@ fn durations() {
     assert!(parse_duration("1d").is_err());
     assert!(parse_duration("s").is_err());
 }
+
+#[test]
+fn http3_settings_and_their_errors() {
+    let text = format!(
+        "{BASE}
+[http3]
+max_concurrent_streams = 32
+max_field_section_size = 8192
+address_validation = \"always\"
+idle_timeout = \"20s\"
+"
+    );
+    let config = parse(&text).expect("valid [http3]");
+    assert_eq!(config.http3.max_concurrent_streams, 32);
+    assert_eq!(config.http3.max_field_section_size, 8192);
+    assert_eq!(
+        config.http3.address_validation,
+        proxy_http3::AddressValidation::Always
+    );
+    assert_eq!(config.http3.idle_timeout, Duration::from_secs(20));
+    assert!(!config.http3.early_data);
+    assert_eq!(config.listeners[0].http3, None);
+
+    let bad = "[[listeners]]\naddress = \"127.0.0.1:0\"\nhttp3 = true\n\n\
+               [http3]\nmax_concurrent_uni_streams = 2\naddress_validation = \"sometimes\"\n";
+    let errs = errors(bad);
+    assert_eq!(errs.len(), 3, "{errs:?}");
+    assert!(
+        errs[0].starts_with("3:9: `http3` needs a TLS listener"),
+        "{errs:?}"
+    );
+    assert!(
+        errs.iter()
+            .any(|e| e.starts_with("6:30: max_concurrent_uni_streams must be at least 3")),
+        "{errs:?}"
+    );
+    assert!(
+        errs.iter()
+            .any(|e| e.contains("unknown address_validation `sometimes`")),
+        "{errs:?}"
+    );
+}

@@ -105,16 +105,15 @@ pub(crate) async fn serve_connection<S>(
                     break;
                 }
             },
-            ok = async {
+            // Resolves when the handshake completes; its value means nothing on a server.
+            _ = async {
                 match accepted.as_mut() {
                     Some(a) => a.await,
                     None => std::future::pending().await,
                 }
             }, if accepted.is_some() => {
                 accepted = None;
-                if ok {
-                    confirmed.store(true, Ordering::Release);
-                }
+                confirmed.store(true, Ordering::Release);
             }
             () = sleep_until(confirm_deadline), if accepted.is_some() => {
                 tracing::debug!(conn = info.id, peer = %info.peer, "handshake after early data never completed; closing");

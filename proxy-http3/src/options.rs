@@ -103,6 +103,14 @@ pub fn quic_server_config(
     tls.alpn_protocols = vec![ALPN_H3.to_vec()];
     // QUIC allows only 0 or u32::MAX here (RFC 9001 section 4.6.1).
     tls.max_early_data_size = if options.early_data { u32::MAX } else { 0 };
+    if options.early_data {
+        // rustls accepts early data only on stateful resumption, and a stateful ticket is
+        // taken out of the cache when used: each ticket opens 0-RTT once, which is the
+        // anti-replay protection RFC 8446 section 8 asks for. Stateless tickets (the TCP
+        // listeners' choice) could be replayed at will.
+        tls.ticketer = Arc::new(NoTickets);
+        tls.session_storage = rustls::server::ServerSessionMemoryCache::new(EARLY_DATA_SESSIONS);
+    }
     if !tls
         .crypto_provider()
         .cipher_suites
@@ -117,6 +125,31 @@ pub fn quic_server_config(
     // Connections not yet accepted by the loop; beyond this quinn refuses on its own.
     config.max_incoming(options.max_connections.clamp(1, 4096));
     Ok(config)
+}
+
+/// Resumable sessions kept for 0-RTT on one endpoint (each used once).
+const EARLY_DATA_SESSIONS: usize = 16 * 1024;
+
+/// Turns stateless session tickets off, so rustls issues single-use stateful ones.
+#[derive(Debug)]
+struct NoTickets;
+
+impl rustls::server::ProducesTickets for NoTickets {
+    fn enabled(&self) -> bool {
+        false
+    }
+
+    fn lifetime(&self) -> u32 {
+        0
+    }
+
+    fn encrypt(&self, _plain: &[u8]) -> Option<Vec<u8>> {
+        None
+    }
+
+    fn decrypt(&self, _cipher: &[u8]) -> Option<Vec<u8>> {
+        None
+    }
 }
 
 fn transport_config(options: &ServerOptions) -> Result<TransportConfig, Http3Error> {

@@ -217,12 +217,16 @@ async fn serve_stream<S>(
 /// Validates a request and converts it for the core; answers malformed ones here.
 async fn prepare(
     req: Request<()>,
-    rx: crate::body::RecvHalf,
+    mut rx: crate::body::RecvHalf,
     ctx: &StreamCtx,
     early: bool,
 ) -> Result<Request<ProxyBody>, Box<Response<ProxyBody>>> {
     let (mut parts, ()) = req.into_parts();
-    let reject = |err: ProxyError, parts: &http::request::Parts| {
+    // The request is answered without being read: tell the client to stop sending with
+    // H3_NO_ERROR (RFC 9114 section 4.1) rather than the bare code 0 a dropped QUIC stream
+    // sends. Nothing has been read yet, so no read is in flight on `rx`.
+    let mut reject = |err: ProxyError, parts: &http::request::Parts| {
+        rx.stop_sending(h3::error::Code::H3_NO_ERROR);
         tracing::info!(
             conn = ctx.info.id,
             peer = %ctx.info.peer,

@@ -192,8 +192,15 @@ impl Http3Endpoint {
                 stats.open_connections.fetch_sub(1, Ordering::Relaxed);
             });
         }
-        // New connection attempts are refused from here on; open ones drain.
-        self.endpoint.set_server_config(None);
+        // New connection attempts are refused from here on (at once, so clients fall back to
+        // TCP instead of waiting out a handshake timeout) until the endpoint closes; open
+        // connections drain.
+        let endpoint = self.endpoint.clone();
+        tokio::spawn(async move {
+            while let Some(incoming) = endpoint.accept().await {
+                incoming.refuse();
+            }
+        });
     }
 }
 

@@ -26,6 +26,7 @@ pub mod backend;
 pub mod body;
 pub mod client;
 pub mod h2raw;
+pub mod h3;
 pub mod proxy;
 pub mod raw;
 pub mod rss;

@@ -67,13 +67,27 @@ impl H3Client {
         H3Client::build(ca, true)
     }
 
+    /// A client trusting `ca` that presents `identity` as its client certificate (mTLS).
+    pub fn with_identity(ca: &TestCa, identity: &crate::tls::Issued) -> H3Client {
+        H3Client::build_with(ca, false, Some(identity))
+    }
+
     fn build(ca: &TestCa, resume: bool) -> H3Client {
+        H3Client::build_with(ca, resume, None)
+    }
+
+    fn build_with(ca: &TestCa, resume: bool, identity: Option<&crate::tls::Issued>) -> H3Client {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])
             .expect("aws-lc-rs supports TLS 1.3")
-            .with_root_certificates(ca.roots())
-            .with_no_client_auth();
+            .with_root_certificates(ca.roots());
+        let mut tls = match identity {
+            None => builder.with_no_client_auth(),
+            Some(id) => builder
+                .with_client_auth_cert(id.chain(), id.key())
+                .expect("a usable client certificate"),
+        };
         tls.alpn_protocols = vec![b"h3".to_vec()];
         if resume {
             tls.enable_early_data = true;

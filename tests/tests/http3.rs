@@ -6,7 +6,8 @@
 //! / header-section / header-count limits, Retry / max_connections / idle close, malformed
 //! requests, configuration errors, and early data (1-RTT requests on an early_data listener
 //! served normally; 0-RTT GET served with `Early-Data: 1`, POST refused with 425; the 0-RTT
-//! client checked on its own against a bare quinn server).
+//! client checked on its own against a bare quinn server), and client certificates (mTLS)
+//! required and read on QUIC as on TCP.
 
 // Tests panic on purpose: a failed assertion or setup step is the failure report.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -1335,6 +1336,58 @@ async fn the_harness_does_0rtt_with_a_stateful_resumption_server() {
             streams_0rtt.contains(&true),
             "no stream arrived as 0-RTT: {streams_0rtt:?}"
         );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_certificates_are_required_and_read_over_http3_too() {
+    within(30, "HTTP/3 mTLS", async {
+        let dir = TestDir::new("h3-mtls");
+        let ca = TestCa::new("HTTP/3 mTLS CA");
+        let client_ca = TestCa::new("HTTP/3 client CA");
+        let rogue_ca = TestCa::new("HTTP/3 rogue CA");
+        let site = Site::new(&ca, &dir, "a", &[NAME_A]);
+        let client_ca_path = client_ca.write(&dir, "client-ca.pem");
+        let alice = client_ca.client_cert("alice", "Example Org");
+        let mallory = rogue_ca.client_cert("mallory", "Example Org");
+        let backend = Backend::start("app").await;
+        let text = format!(
+            "[[listeners]]\naddress = \"127.0.0.1:0\"\nhttp3 = true\n\n[listeners.tls]\n\
+             certificates = [{}]\nclient_ca = {}\n\n\
+             [upstreams.app]\nendpoints = [\"{}\"]\n\n[[servers]]\ndefault = true\n\
+             request_headers.set = {{ \"x-client-dn\" = \"$ssl_client_s_dn\", \"x-client-verify\" = \"$ssl_client_verify\" }}\n\n\
+             [[servers.routes]]\nprefix = \"/\"\nupstream = \"app\"\n",
+            site.entry,
+            toml_path(&client_ca_path),
+            backend.addr()
+        );
+        let proxy = TestProxy::start(&text).await;
+        let quic = proxy.running().quic_addrs()[0];
+
+        // The listener's client verification holds on QUIC: no certificate, or one from
+        // another CA, gets no HTTP/3 response.
+        for (who, client) in [
+            ("anonymous", H3Client::trusting(&ca)),
+            ("rogue", H3Client::with_identity(&ca, &mallory)),
+        ] {
+            let served = match client.connect(quic, NAME_A).await {
+                Err(_) => false,
+                Ok(conn) => conn.get(&url("/secret")).await.is_ok(),
+            };
+            assert!(!served, "{who} client was served over HTTP/3");
+        }
+        assert_eq!(backend.hits(), 0);
+
+        let conn = H3Client::with_identity(&ca, &alice)
+            .connect(quic, NAME_A)
+            .await
+            .expect("alice connects");
+        let r = conn.get(&url("/secret")).await.unwrap();
+        assert_eq!(r.status, 200);
+        let e = r.echo();
+        assert_eq!(e.header("x-client-dn"), Some("CN=alice,O=Example Org"));
+        assert_eq!(e.header("x-client-verify"), Some("SUCCESS"));
     })
     .await;
 }

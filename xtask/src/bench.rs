@@ -1,35 +1,57 @@
 //! `cargo xtask bench`: the criterion benchmarks of `proxy-core`, or with `--compare` a
-//! side-by-side load test of nginx (as reverse proxy) and `proxy-bin` in front of the same
-//! nginx origin: HTTP/1.1 keep-alive with wrk, and HTTP/2 over TLS with h2load.
+//! side-by-side load test of `proxy-bin` and established proxies in front of the same nginx
+//! origin:
 //!
-//! Compare order: check tools → build `proxy-bin --release` → self-signed certificate
-//! (openssl) → start origin, nginx proxy and proxy-bin, each with a cleartext HTTP/1.1 port and
-//! a TLS port with ALPN h2 (pinned with `taskset` when possible: proxies on CPU 0, origin and
-//! load generator on CPU 1) → warm each for 2 s → `rounds` rounds alternating nginx, proxy-bin
-//! per scenario (`wrk -t1 -c64`, `h2load -t1 -c16 -m10`) → table and median ratios. CPU per
-//! request is the proxy's utime+stime delta (from `/proc/PID/stat`, nginx: master plus
-//! workers) over the requests.
+//! | case     | protocol            | client                    | compared with |
+//! |----------|---------------------|---------------------------|---------------|
+//! | `h1`     | HTTP/1.1 keep-alive | wrk `-t1 -c64`            | nginx         |
+//! | `h2-tls` | HTTP/2 over TLS     | h2load `-t1 -c16 -m10`    | nginx         |
+//! | `h3`     | HTTP/3 over QUIC    | loadgen, 16 conns × 10    | Caddy         |
+//! | `h2-lg`  | HTTP/2 over TLS     | loadgen, 16 conns × 10    | Caddy         |
+//!
+//! `h2-lg` is the HTTP/2 figure from the same client as `h3` (`cargo xtask loadgen`, built
+//! in release), so that proxy-bin's HTTP/3 rate can be read against its own HTTP/2 rate.
+//!
+//! Compare order: check tools → build `proxy-bin` (and, for the loadgen cases, `xtask`) in
+//! release → self-signed certificate (openssl) → start the origin, nginx, Caddy and
+//! proxy-bin (pinned with `taskset` when possible: proxies on CPU 0, origin and load
+//! generator on CPU 1) → warm each target up for 2 s per case, checking that loadgen gets
+//! full `200` responses (which proves HTTP/3 really is served over UDP) → `rounds` rounds,
+//! each running every case against its targets in turn → per-run table, then medians and
+//! the median of the per-round ratios to the comparison server. CPU per request is the
+//! proxy's utime+stime delta (from `/proc/PID/stat`, nginx: master plus workers) over the
+//! requests; CPU % is that delta over the run's wall time (near 100 % means the proxy was the
+//! bottleneck). Caddy is optional: without it the `h3`/`h2-lg` cases measure proxy-bin alone.
+//! `--cases h1,h3` runs a subset.
 
 use std::fmt::Write as _;
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 
+use crate::loadgen;
 use crate::process::{self, ChildGuard, TempDir};
 
 /// wrk connections, as in nginx's upstream `keepalive 64`.
 const CONNECTIONS: u32 = 64;
+
+/// h2load and loadgen: connections, and concurrent streams on each.
+const MUX_CONNECTIONS: u32 = 16;
+const MUX_STREAMS: u32 = 10;
 
 /// Warm-up per target.
 const WARMUP_SECS: u64 = 2;
 
 /// Size of the origin's response body.
 const BODY_BYTES: usize = 1024;
+
+/// The name every target serves (certificate, SNI, `:authority`).
+const HOST: &str = "bench.test";
 
 /// Runs the command; `Ok(false)` when the benchmark command failed.
 pub(crate) fn run(args: &[String]) -> Result<bool> {
@@ -44,6 +66,7 @@ pub(crate) fn run(args: &[String]) -> Result<bool> {
     let mut options = Options {
         duration_secs: 10,
         rounds: 3,
+        cases: Scenario::ALL.to_vec(),
     };
     let mut args = args.iter();
     while let Some(arg) = args.next() {
@@ -68,8 +91,25 @@ pub(crate) fn run(args: &[String]) -> Result<bool> {
                     "--rounds must be 1..=20"
                 );
             }
+            "--cases" => {
+                let value = args
+                    .next()
+                    .context("--cases needs a value (h1,h2-tls,h3,h2-lg)")?;
+                options.cases = value
+                    .split(',')
+                    .map(|name| {
+                        Scenario::ALL
+                            .into_iter()
+                            .find(|s| s.name() == name.trim())
+                            .with_context(|| {
+                                format!("--cases: unknown case `{name}` (h1, h2-tls, h3, h2-lg)")
+                            })
+                    })
+                    .collect::<Result<_>>()?;
+            }
             other => bail!(
-                "unknown argument `{other}` with --compare (expected --duration SECS, --rounds N)"
+                "unknown argument `{other}` with --compare \
+                 (expected --duration SECS, --rounds N, --cases h1,h2-tls,h3,h2-lg)"
             ),
         }
     }
@@ -79,26 +119,45 @@ pub(crate) fn run(args: &[String]) -> Result<bool> {
 struct Options {
     duration_secs: u64,
     rounds: usize,
+    /// The cases to run, in this order.
+    cases: Vec<Scenario>,
+}
+
+impl Options {
+    fn runs(&self, scenario: Scenario) -> bool {
+        self.cases.contains(&scenario)
+    }
+
+    fn uses_loadgen(&self) -> bool {
+        self.cases.iter().any(|s| s.client() == "loadgen")
+    }
 }
 
 /// A proxy under test.
 struct Target<'a> {
     name: &'static str,
-    port: u16,
-    /// The TLS (HTTP/2) port.
+    /// The cleartext HTTP/1.1 port, where it has one.
+    port: Option<u16>,
+    /// The TLS (HTTP/2) port; HTTP/3 on the same UDP port where it serves that.
     tls_port: u16,
     guard: &'a ChildGuard,
     /// nginx: count the master's children (the workers) too.
     with_children: bool,
+    /// The cases it takes part in.
+    cases: &'static [Scenario],
 }
 
-/// One wrk run against one target.
+/// One load run against one target.
 struct Sample {
     round: usize,
     scenario: Scenario,
     target: &'static str,
     requests_per_sec: f64,
+    p50_ms: Option<f64>,
+    p99_ms: Option<f64>,
     cpu_us_per_request: f64,
+    /// Proxy CPU time over wall time, in percent.
+    cpu_percent: f64,
     notes: String,
 }
 
@@ -109,19 +168,55 @@ enum Scenario {
     Http1,
     /// HTTP/2 over TLS, h2load.
     Http2Tls,
+    /// HTTP/3 over QUIC, loadgen.
+    Http3,
+    /// HTTP/2 over TLS, loadgen.
+    Http2Loadgen,
 }
 
 impl Scenario {
+    const ALL: [Scenario; 4] = [
+        Scenario::Http1,
+        Scenario::Http2Tls,
+        Scenario::Http3,
+        Scenario::Http2Loadgen,
+    ];
+
     fn name(self) -> &'static str {
         match self {
             Scenario::Http1 => "h1",
             Scenario::Http2Tls => "h2-tls",
+            Scenario::Http3 => "h3",
+            Scenario::Http2Loadgen => "h2-lg",
+        }
+    }
+
+    /// The server proxy-bin is compared with.
+    fn baseline(self) -> &'static str {
+        match self {
+            Scenario::Http1 | Scenario::Http2Tls => "nginx",
+            Scenario::Http3 | Scenario::Http2Loadgen => "caddy",
+        }
+    }
+
+    fn client(self) -> &'static str {
+        match self {
+            Scenario::Http1 => "wrk",
+            Scenario::Http2Tls => "h2load",
+            Scenario::Http3 | Scenario::Http2Loadgen => "loadgen",
         }
     }
 }
 
 fn compare(options: &Options) -> Result<bool> {
-    let missing: Vec<&str> = ["nginx", "wrk", "h2load", "openssl"]
+    let mut needed = vec!["nginx", "openssl"];
+    if options.runs(Scenario::Http1) {
+        needed.push("wrk");
+    }
+    if options.runs(Scenario::Http2Tls) {
+        needed.push("h2load");
+    }
+    let missing: Vec<&str> = needed
         .into_iter()
         .filter(|tool| !process::on_path(tool))
         .collect();
@@ -132,17 +227,34 @@ fn compare(options: &Options) -> Result<bool> {
             missing.join(" and ")
         );
     }
+    let caddy = options.uses_loadgen() && process::on_path("caddy");
+    if options.uses_loadgen() && !caddy {
+        println!(
+            "bench: caddy is not on PATH, so the h3 and h2-lg cases measure proxy-bin alone \
+             (install with `apt-get install caddy`; xtask does not install anything)"
+        );
+    }
     let pin = std::thread::available_parallelism().map_or(1, usize::from) >= 2
         && process::on_path("taskset");
     if pin {
-        println!("bench: pinning proxies to CPU 0, origin and wrk to CPU 1 (taskset)");
+        println!("bench: pinning proxies to CPU 0, origin and load generators to CPU 1 (taskset)");
     } else {
         println!("bench: not pinning (needs taskset and at least 2 CPUs)");
     }
 
     let binary = process::build_proxy_bin(true)?;
+    let loadgen = if options.uses_loadgen() {
+        Some(build_release_xtask()?)
+    } else {
+        None
+    };
     let mut temp = TempDir::new("bench")?;
-    let outcome = measure(options, &binary, temp.path(), pin);
+    let tools = Tools {
+        proxy_bin: &binary,
+        loadgen: loadgen.as_deref(),
+        caddy,
+    };
+    let outcome = measure(options, &tools, temp.path(), pin);
     if outcome.is_err() {
         temp.keep();
         eprintln!("bench: configs and logs kept in {}", temp.path().display());
@@ -150,8 +262,38 @@ fn compare(options: &Options) -> Result<bool> {
     outcome
 }
 
-/// Starts the three servers in `dir`, loads them and prints the report.
-fn measure(options: &Options, binary: &Path, dir: &Path, pin: bool) -> Result<bool> {
+/// What `measure` runs.
+struct Tools<'a> {
+    proxy_bin: &'a Path,
+    /// The release `xtask` binary, for `xtask loadgen`.
+    loadgen: Option<&'a Path>,
+    /// Whether to start Caddy.
+    caddy: bool,
+}
+
+/// `cargo build --release -p xtask`: a debug load generator would measure itself.
+fn build_release_xtask() -> Result<PathBuf> {
+    let status = process::cargo()?
+        .args(["build", "--release", "-p", "xtask"])
+        .status()
+        .context("running cargo build --release -p xtask")?;
+    ensure!(
+        status.success(),
+        "cargo build --release -p xtask failed ({status})"
+    );
+    let target = match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => process::workspace_root()?.join("target"),
+    };
+    let binary = target
+        .join("release")
+        .join(format!("xtask{}", std::env::consts::EXE_SUFFIX));
+    ensure!(binary.is_file(), "{} does not exist", binary.display());
+    Ok(binary)
+}
+
+/// Starts the servers in `dir`, loads them and prints the report.
+fn measure(options: &Options, tools: &Tools<'_>, dir: &Path, pin: bool) -> Result<bool> {
     let proxy_core = pin.then_some(0);
     let load_core = pin.then_some(1);
     let [
@@ -160,6 +302,7 @@ fn measure(options: &Options, binary: &Path, dir: &Path, pin: bool) -> Result<bo
         proxy_port,
         nginx_tls_port,
         proxy_tls_port,
+        caddy_tls_port,
     ] = process::free_ports()?;
     let (cert, key) = self_signed(dir)?;
 
@@ -177,12 +320,25 @@ fn measure(options: &Options, binary: &Path, dir: &Path, pin: bool) -> Result<bo
         proxy_core,
     )?;
     nginx.wait_for_port(nginx_port, Duration::from_secs(10))?;
+    let caddy = if tools.caddy {
+        let mut caddy = start_caddy(
+            dir,
+            &caddy_conf(caddy_tls_port, origin_port, (&cert, &key)),
+            proxy_core,
+        )?;
+        caddy
+            .wait_for_port(caddy_tls_port, Duration::from_secs(30))
+            .with_context(|| format!("see {}", dir.join("caddy.log").display()))?;
+        Some(caddy)
+    } else {
+        None
+    };
     let config = dir.join("proxy-bin.toml");
     fs::write(
         &config,
         proxy_bin_conf([proxy_port, proxy_tls_port], origin_port, (&cert, &key)),
     )?;
-    let mut command = pinned(proxy_core, &binary.to_string_lossy());
+    let mut command = pinned(proxy_core, &tools.proxy_bin.to_string_lossy());
     command.arg("run").arg("--config").arg(&config);
     let mut proxy =
         ChildGuard::spawn_logged(&mut command, "proxy-bin", true, &dir.join("proxy-bin.log"))?;
@@ -190,37 +346,72 @@ fn measure(options: &Options, binary: &Path, dir: &Path, pin: bool) -> Result<bo
         .wait_for_port(proxy_port, Duration::from_secs(30))
         .with_context(|| format!("see {}", dir.join("proxy-bin.log").display()))?;
 
-    let targets = [
-        Target {
-            name: "nginx",
-            port: nginx_port,
-            tls_port: nginx_tls_port,
-            guard: &nginx,
-            with_children: true,
-        },
-        Target {
-            name: "proxy-bin",
-            port: proxy_port,
-            tls_port: proxy_tls_port,
-            guard: &proxy,
+    let mut targets = vec![Target {
+        name: "nginx",
+        port: Some(nginx_port),
+        tls_port: nginx_tls_port,
+        guard: &nginx,
+        with_children: true,
+        cases: &[Scenario::Http1, Scenario::Http2Tls],
+    }];
+    if let Some(caddy) = &caddy {
+        targets.push(Target {
+            name: "caddy",
+            port: None,
+            tls_port: caddy_tls_port,
+            guard: caddy,
             with_children: false,
-        },
-    ];
-    let scenarios = [Scenario::Http1, Scenario::Http2Tls];
+            cases: &[Scenario::Http3, Scenario::Http2Loadgen],
+        });
+    }
+    targets.push(Target {
+        name: "proxy-bin",
+        port: Some(proxy_port),
+        tls_port: proxy_tls_port,
+        guard: &proxy,
+        with_children: false,
+        cases: &Scenario::ALL,
+    });
+    let runs = |scenario: Scenario| {
+        targets
+            .iter()
+            .filter(move |t| t.cases.contains(&scenario))
+            .collect::<Vec<_>>()
+    };
     for target in &targets {
-        sanity_check(target.port).with_context(|| format!("{} is not serving", target.name))?;
-        for scenario in scenarios {
-            load(scenario, target, WARMUP_SECS, load_core)
+        if let Some(port) = target.port {
+            sanity_check(port).with_context(|| format!("{} is not serving", target.name))?;
+        }
+    }
+    for &scenario in &options.cases {
+        for target in runs(scenario) {
+            let warm = load(scenario, target, WARMUP_SECS, load_core, tools.loadgen)
                 .with_context(|| format!("{} warm-up, {}", target.name, scenario.name()))?;
+            ensure!(
+                warm.requests > 0 && warm.complete,
+                "{} warm-up, {}: {} full 200 responses ({})",
+                target.name,
+                scenario.name(),
+                warm.requests,
+                warm.notes
+            );
         }
     }
     let ticks = clock_ticks();
     let mut samples = Vec::new();
     for round in 1..=options.rounds {
-        for scenario in scenarios {
-            for target in &targets {
+        for &scenario in &options.cases {
+            for target in runs(scenario) {
                 let before = cpu_ticks(target)?;
-                let result = load(scenario, target, options.duration_secs, load_core)?;
+                let started = Instant::now();
+                let result = load(
+                    scenario,
+                    target,
+                    options.duration_secs,
+                    load_core,
+                    tools.loadgen,
+                )?;
+                let wall = started.elapsed().as_secs_f64();
                 let after = cpu_ticks(target)?;
                 let cpu_secs = after.saturating_sub(before) as f64 / ticks;
                 let sample = Sample {
@@ -228,79 +419,164 @@ fn measure(options: &Options, binary: &Path, dir: &Path, pin: bool) -> Result<bo
                     scenario,
                     target: target.name,
                     requests_per_sec: result.requests_per_sec,
+                    p50_ms: result.p50_ms,
+                    p99_ms: result.p99_ms,
                     cpu_us_per_request: if result.requests > 0 {
                         cpu_secs * 1e6 / result.requests as f64
                     } else {
                         f64::NAN
                     },
+                    cpu_percent: cpu_secs * 100.0 / wall,
                     notes: result.notes,
                 };
                 println!(
-                    "bench: round {round} {:<7} {:<9} {:>10.0} req/s {:>8.1} µs CPU/req {}",
+                    "bench: round {round} {:<7} {:<9} {:>10.0} req/s {:>8.1} µs CPU/req \
+                     {:>4.0}% CPU {}",
                     scenario.name(),
                     sample.target,
                     sample.requests_per_sec,
                     sample.cpu_us_per_request,
+                    sample.cpu_percent,
                     sample.notes
                 );
                 samples.push(sample);
             }
         }
     }
+    let rss: Vec<(&str, Option<u64>)> = targets.iter().map(|t| (t.name, peak_rss_kib(t))).collect();
     drop(proxy);
+    drop(caddy);
     drop(nginx);
     drop(origin);
-    print!("{}", report(&samples));
+    print!("{}", report(&samples, &options.cases, &rss));
     Ok(true)
 }
 
-/// The table and, per scenario, the median ratios proxy-bin/nginx over the rounds.
-fn report(samples: &[Sample]) -> String {
+/// The per-run table; per case and target the medians over the rounds, with the median of
+/// the per-round ratios to the case's comparison server; proxy-bin's HTTP/3 against its
+/// HTTP/2 from the same client; peak RSS.
+fn report(samples: &[Sample], cases: &[Scenario], rss: &[(&str, Option<u64>)]) -> String {
     let mut out = String::new();
+    let ms = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.2}"));
     let _ = writeln!(
         out,
-        "\n{:<6} {:<8} {:<10} {:>12} {:>14}  notes",
-        "round", "proto", "target", "req/s", "CPU µs/req"
+        "\n{:<6} {:<7} {:<10} {:>10} {:>8} {:>8} {:>11} {:>6}  notes",
+        "round", "case", "target", "req/s", "p50 ms", "p99 ms", "CPU µs/req", "CPU %"
     );
     for s in samples {
         let _ = writeln!(
             out,
-            "{:<6} {:<8} {:<10} {:>12.0} {:>14.2}  {}",
+            "{:<6} {:<7} {:<10} {:>10.0} {:>8} {:>8} {:>11.2} {:>6.0}  {}",
             s.round,
             s.scenario.name(),
             s.target,
             s.requests_per_sec,
+            ms(s.p50_ms),
+            ms(s.p99_ms),
             s.cpu_us_per_request,
+            s.cpu_percent,
             s.notes
         );
     }
     let rounds = samples.iter().map(|s| s.round).max().unwrap_or(0);
-    let ratio = |scenario: Scenario, metric: fn(&Sample) -> f64| {
-        let mut ratios: Vec<f64> = (1..=rounds)
-            .filter_map(|round| {
-                let find = |name| {
+    let find = |round: usize, scenario: Scenario, target: &str| {
+        samples
+            .iter()
+            .find(|s| s.round == round && s.scenario == scenario && s.target == target)
+    };
+    // Median over the rounds of metric(a) / metric(b).
+    let ratio = |a: (Scenario, &str), b: (Scenario, &str), metric: fn(&Sample) -> f64| {
+        median(
+            (1..=rounds)
+                .filter_map(|round| {
+                    Some(metric(find(round, a.0, a.1)?) / metric(find(round, b.0, b.1)?))
+                })
+                .collect(),
+        )
+    };
+    let times = |r: Option<f64>| r.map_or_else(|| "-".to_owned(), |r| format!("{r:.2}x"));
+    let _ = writeln!(
+        out,
+        "\nmedians over {rounds} round(s); ratios are medians of per-round ratios to the \
+         case's comparison server\n{:<7} {:<8} {:<10} {:>10} {:>8} {:>8} {:>11} {:>6} {:>11} {:>11}",
+        "case",
+        "client",
+        "target",
+        "req/s",
+        "p50 ms",
+        "p99 ms",
+        "CPU µs/req",
+        "CPU %",
+        "req/s ratio",
+        "CPU ratio"
+    );
+    for &scenario in cases {
+        let mut targets: Vec<&str> = Vec::new();
+        for s in samples.iter().filter(|s| s.scenario == scenario) {
+            if !targets.contains(&s.target) {
+                targets.push(s.target);
+            }
+        }
+        for target in targets {
+            let of = |metric: fn(&Sample) -> Option<f64>| {
+                median(
                     samples
                         .iter()
-                        .find(|s| s.round == round && s.scenario == scenario && s.target == name)
-                };
-                Some(metric(find("proxy-bin")?) / metric(find("nginx")?))
-            })
-            .filter(|r| r.is_finite())
-            .collect();
-        ratios.sort_by(f64::total_cmp);
-        ratios.get(ratios.len() / 2).copied()
-    };
-    let show = |r: Option<f64>| r.map_or_else(|| "n/a".to_owned(), |r| format!("{r:.2}x"));
-    for scenario in [Scenario::Http1, Scenario::Http2Tls] {
-        let _ = writeln!(
-            out,
-            "median ratio proxy-bin/nginx, {}: req/s {}, CPU µs/req {}",
-            scenario.name(),
-            show(ratio(scenario, |s| s.requests_per_sec)),
-            show(ratio(scenario, |s| s.cpu_us_per_request))
-        );
+                        .filter(|s| s.scenario == scenario && s.target == target)
+                        .filter_map(metric)
+                        .collect(),
+                )
+            };
+            let baseline = (scenario, scenario.baseline());
+            let (rps_ratio, cpu_ratio) = if target == scenario.baseline() {
+                (Some(1.0), Some(1.0))
+            } else {
+                (
+                    ratio((scenario, target), baseline, |s| s.requests_per_sec),
+                    ratio((scenario, target), baseline, |s| s.cpu_us_per_request),
+                )
+            };
+            let _ = writeln!(
+                out,
+                "{:<7} {:<8} {:<10} {:>10.0} {:>8} {:>8} {:>11.2} {:>6.0} {:>11} {:>11}",
+                scenario.name(),
+                scenario.client(),
+                target,
+                of(|s| Some(s.requests_per_sec)).unwrap_or(f64::NAN),
+                ms(of(|s| s.p50_ms)),
+                ms(of(|s| s.p99_ms)),
+                of(|s| Some(s.cpu_us_per_request)).unwrap_or(f64::NAN),
+                of(|s| Some(s.cpu_percent)).unwrap_or(f64::NAN),
+                times(rps_ratio),
+                times(cpu_ratio),
+            );
+        }
+    }
+    for target in ["proxy-bin", "caddy"] {
+        let h3 = (Scenario::Http3, target);
+        let h2 = (Scenario::Http2Loadgen, target);
+        if let Some(rps) = ratio(h3, h2, |s| s.requests_per_sec) {
+            let _ = writeln!(
+                out,
+                "{target}: HTTP/3 / HTTP/2 (same client, loadgen): req/s {}, CPU µs/req {}",
+                times(Some(rps)),
+                times(ratio(h3, h2, |s| s.cpu_us_per_request)),
+            );
+        }
+    }
+    for (name, kib) in rss {
+        if let Some(kib) = kib {
+            let _ = writeln!(out, "{name}: peak RSS {:.1} MiB", *kib as f64 / 1024.0);
+        }
     }
     out
+}
+
+/// The median of the finite values (the upper one of an even count), `None` when none.
+fn median(mut values: Vec<f64>) -> Option<f64> {
+    values.retain(|v| v.is_finite());
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied()
 }
 
 /// `taskset -c CORE program` when pinning, else `program`.
@@ -328,6 +604,39 @@ fn start_nginx(dir: &Path, name: &str, conf: &str, core: Option<usize>) -> Resul
         .arg(dir.join(format!("{name}-error.log")))
         .args(["-g", "daemon off;"]);
     ChildGuard::spawn_logged(&mut command, name, true, &dir.join(format!("{name}.out")))
+}
+
+/// Caddy with one Go scheduler thread (`GOMAXPROCS=1`, like nginx's one worker), its
+/// state under `dir` and its output in `dir/caddy.log`.
+fn start_caddy(dir: &Path, conf: &str, core: Option<usize>) -> Result<ChildGuard> {
+    let conf_path = dir.join("Caddyfile");
+    fs::write(&conf_path, conf).with_context(|| format!("writing {}", conf_path.display()))?;
+    let mut command = pinned(core, "caddy");
+    command
+        .args(["run", "--adapter", "caddyfile", "--config"])
+        .arg(&conf_path)
+        .env("GOMAXPROCS", "1")
+        .env("HOME", dir)
+        .env("XDG_DATA_HOME", dir.join("caddy-data"))
+        .env("XDG_CONFIG_HOME", dir.join("caddy-config"));
+    ChildGuard::spawn_logged(&mut command, "caddy", true, &dir.join("caddy.log"))
+}
+
+/// Caddy (2.6 Caddyfile) as a reverse proxy on `tls_port`: HTTP/1.1 and HTTP/2 over TLS on
+/// TCP, HTTP/3 on UDP; the same certificate as the others; no admin endpoint, no automatic
+/// HTTPS, errors-only logging (no access log); upstream keep-alive like nginx's 64.
+fn caddy_conf(tls_port: u16, origin_port: u16, (cert, key): (&Path, &Path)) -> String {
+    format!(
+        "# Written by `cargo xtask bench --compare`.\n\
+         {{\n\tadmin off\n\tauto_https off\n\tlog {{\n\t\tlevel ERROR\n\t}}\n\t\
+         servers {{\n\t\tprotocols h1 h2 h3\n\t}}\n}}\n\n\
+         https://{HOST}:{tls_port} {{\n\tbind 127.0.0.1\n\ttls {} {}\n\t\
+         reverse_proxy 127.0.0.1:{origin_port} {{\n\t\ttransport http {{\n\t\t\t\
+         keepalive 60s\n\t\t\tkeepalive_idle_conns 64\n\t\t\t\
+         keepalive_idle_conns_per_host 64\n\t\t}}\n\t}}\n}}\n",
+        cert.display(),
+        key.display(),
+    )
 }
 
 /// Directives every generated nginx.conf shares: one worker, files in `dir`.
@@ -398,7 +707,7 @@ fn proxy_bin_conf(
         "# Written by `cargo xtask bench --compare`. No access log, as for nginx.\n\
          [log]\naccess_log = \"off\"\n\n\
          [[listeners]]\naddress = \"127.0.0.1:{port}\"\n\n\
-         [[listeners]]\naddress = \"127.0.0.1:{tls_port}\"\n\
+         [[listeners]]\naddress = \"127.0.0.1:{tls_port}\"\nhttp3 = true\n\
          [listeners.tls]\nallow_domain_fronting = true\n\
          certificates = [{{ names = [\"bench.test\"], cert = \"{}\", key = \"{}\" }}]\n\n\
          [upstreams.origin]\nendpoints = [\"127.0.0.1:{origin_port}\"]\n\n\
@@ -409,7 +718,7 @@ fn proxy_bin_conf(
     )
 }
 
-/// An ECDSA P-256 certificate for `bench.test` (what both proxies serve over TLS).
+/// An ECDSA P-256 certificate for [`HOST`] (what every proxy serves over TLS).
 fn self_signed(dir: &Path) -> Result<(std::path::PathBuf, std::path::PathBuf)> {
     let (cert, key) = (dir.join("bench-cert.pem"), dir.join("bench-key.pem"));
     let mut command = Command::new("openssl");
@@ -453,9 +762,16 @@ fn sanity_check(port: u16) -> Result<()> {
     Ok(())
 }
 
-struct WrkResult {
+/// What one load run measured.
+struct LoadResult {
     requests: u64,
     requests_per_sec: f64,
+    /// Latency percentiles, where the client reports them.
+    p50_ms: Option<f64>,
+    p99_ms: Option<f64>,
+    /// loadgen: no errors and every body at least the origin's size. (Checked after warm-up:
+    /// Caddy, for one, answers an unknown host with an empty `200`.)
+    complete: bool,
     notes: String,
 }
 
@@ -465,23 +781,124 @@ fn load(
     target: &Target<'_>,
     secs: u64,
     core: Option<usize>,
-) -> Result<WrkResult> {
+    loadgen: Option<&Path>,
+) -> Result<LoadResult> {
+    let loadgen = || loadgen.context("the release xtask binary was not built");
     match scenario {
-        Scenario::Http1 => wrk(target.port, secs, core),
+        Scenario::Http1 => wrk(
+            target.port.context("no cleartext HTTP/1.1 port")?,
+            secs,
+            core,
+        ),
         Scenario::Http2Tls => h2load(target.tls_port, secs, core),
+        Scenario::Http3 => run_loadgen(
+            loadgen()?,
+            loadgen::Protocol::H3,
+            target.tls_port,
+            secs,
+            core,
+        ),
+        Scenario::Http2Loadgen => run_loadgen(
+            loadgen()?,
+            loadgen::Protocol::H2,
+            target.tls_port,
+            secs,
+            core,
+        ),
     }
 }
 
+/// `xtask loadgen` (release build) against `https://127.0.0.1:PORT/` as [`HOST`]: one
+/// thread, 16 connections, 10 streams each, like h2load.
+fn run_loadgen(
+    binary: &Path,
+    protocol: loadgen::Protocol,
+    port: u16,
+    secs: u64,
+    core: Option<usize>,
+) -> Result<LoadResult> {
+    let mut command = pinned(core, &binary.to_string_lossy());
+    command.args([
+        "loadgen".to_owned(),
+        "--protocol".to_owned(),
+        protocol.name().to_owned(),
+        "--url".to_owned(),
+        format!("https://127.0.0.1:{port}/"),
+        "--host".to_owned(),
+        HOST.to_owned(),
+        "--connections".to_owned(),
+        MUX_CONNECTIONS.to_string(),
+        "--streams".to_owned(),
+        MUX_STREAMS.to_string(),
+        "--threads".to_owned(),
+        "1".to_owned(),
+        "--duration".to_owned(),
+        secs.to_string(),
+    ]);
+    let finished = process::run_bounded(&mut command, Duration::from_secs(secs + 60))?;
+    let summary = loadgen::Summary::parse(&finished.stdout).with_context(|| {
+        format!(
+            "loadgen {} ({}): {}",
+            protocol.name(),
+            finished.status,
+            finished.stderr.trim()
+        )
+    })?;
+    let bytes: u64 = summary
+        .field("bytes")
+        .and_then(|b| b.parse().ok())
+        .unwrap_or(0);
+    let mut notes = Vec::new();
+    if summary.errors > 0 {
+        notes.push(format!(
+            "{} errors (non200 {}, failed {}, timeouts {})",
+            summary.errors,
+            summary.field("non200").unwrap_or("?"),
+            summary.field("failed").unwrap_or("?"),
+            summary.field("timeouts").unwrap_or("?"),
+        ));
+        if let Some(first) = finished
+            .stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("loadgen: first error: "))
+        {
+            notes.push(format!("first: {first}"));
+        }
+    }
+    if let Some(pct) = summary.field("client_cpu_pct") {
+        notes.push(format!("client {pct}% CPU"));
+    }
+    if let Some(n) = summary.field("reconnects").filter(|n| *n != "0") {
+        notes.push(format!("{n} reconnects"));
+    }
+    let full_bodies = bytes >= summary.requests * BODY_BYTES as u64;
+    if !full_bodies {
+        notes.push(format!(
+            "short bodies: {bytes} bytes for {} responses",
+            summary.requests
+        ));
+    }
+    let finite = |v: f64| v.is_finite().then_some(v);
+    Ok(LoadResult {
+        requests: summary.requests,
+        requests_per_sec: summary.rps,
+        p50_ms: finite(summary.p50_ms),
+        p99_ms: finite(summary.p99_ms),
+        complete: summary.errors == 0 && full_bodies,
+        notes: notes.join("; "),
+    })
+}
+
 /// h2load over TLS (ALPN h2): one thread, 16 connections, 10 streams each.
-fn h2load(port: u16, secs: u64, core: Option<usize>) -> Result<WrkResult> {
+fn h2load(port: u16, secs: u64, core: Option<usize>) -> Result<LoadResult> {
     let mut command = pinned(core, "h2load");
     command.args([
         "-t1".to_owned(),
-        "-c16".to_owned(),
-        "-m10".to_owned(),
+        format!("-c{MUX_CONNECTIONS}"),
+        format!("-m{MUX_STREAMS}"),
         format!("-D{secs}"),
         "-H".to_owned(),
-        ":authority: bench.test".to_owned(),
+        format!(":authority: {HOST}"),
         format!("https://127.0.0.1:{port}/"),
     ]);
     let finished = process::run_bounded(&mut command, Duration::from_secs(secs + 30))?;
@@ -495,8 +912,8 @@ fn h2load(port: u16, secs: u64, core: Option<usize>) -> Result<WrkResult> {
 }
 
 /// Reads `finished in Xs, R req/s` and `requests: N total, .. S succeeded, F failed` from
-/// h2load's report.
-fn parse_h2load(output: &str) -> Result<WrkResult> {
+/// h2load's report (which has no latency percentiles).
+fn parse_h2load(output: &str) -> Result<LoadResult> {
     let mut requests = None;
     let mut requests_per_sec = None;
     let mut notes = Vec::new();
@@ -523,21 +940,25 @@ fn parse_h2load(output: &str) -> Result<WrkResult> {
         }
     }
     match (requests, requests_per_sec) {
-        (Some(requests), Some(requests_per_sec)) => Ok(WrkResult {
+        (Some(requests), Some(requests_per_sec)) => Ok(LoadResult {
             requests,
             requests_per_sec,
+            p50_ms: None,
+            p99_ms: None,
+            complete: true,
             notes: notes.join("; "),
         }),
         _ => bail!("cannot read h2load's report:\n{output}"),
     }
 }
 
-fn wrk(port: u16, secs: u64, core: Option<usize>) -> Result<WrkResult> {
+fn wrk(port: u16, secs: u64, core: Option<usize>) -> Result<LoadResult> {
     let mut command = pinned(core, "wrk");
     command.args([
         "-t1".to_owned(),
         format!("-c{CONNECTIONS}"),
         format!("-d{secs}s"),
+        "--latency".to_owned(),
         format!("http://127.0.0.1:{port}/"),
     ]);
     let finished = process::run_bounded(&mut command, Duration::from_secs(secs + 30))?;
@@ -550,10 +971,12 @@ fn wrk(port: u16, secs: u64, core: Option<usize>) -> Result<WrkResult> {
     parse_wrk(&finished.stdout)
 }
 
-/// Reads `N requests in ...`, `Requests/sec: X` and error lines from wrk's report.
-fn parse_wrk(output: &str) -> Result<WrkResult> {
+/// Reads `N requests in ...`, `Requests/sec: X`, the `50%` and `99%` lines of the latency
+/// distribution (`--latency`) and error lines from wrk's report.
+fn parse_wrk(output: &str) -> Result<LoadResult> {
     let mut requests = None;
     let mut requests_per_sec = None;
+    let (mut p50_ms, mut p99_ms) = (None, None);
     let mut notes = Vec::new();
     for line in output.lines().map(str::trim) {
         if let Some(rate) = line.strip_prefix("Requests/sec:") {
@@ -562,16 +985,70 @@ fn parse_wrk(output: &str) -> Result<WrkResult> {
             requests = line.split_whitespace().next().and_then(|n| n.parse().ok());
         } else if line.starts_with("Non-2xx") || line.starts_with("Socket errors") {
             notes.push(line.to_owned());
+        } else if let Some(value) = line.strip_prefix("50%") {
+            p50_ms = wrk_duration_ms(value.trim());
+        } else if let Some(value) = line.strip_prefix("99%") {
+            p99_ms = wrk_duration_ms(value.trim());
         }
     }
     match (requests, requests_per_sec) {
-        (Some(requests), Some(requests_per_sec)) => Ok(WrkResult {
+        (Some(requests), Some(requests_per_sec)) => Ok(LoadResult {
             requests,
             requests_per_sec,
+            p50_ms,
+            p99_ms,
+            complete: true,
             notes: notes.join("; "),
         }),
         _ => bail!("cannot read wrk's report:\n{output}"),
     }
+}
+
+/// wrk's `635.00us`, `1.20ms`, `2.00s` in milliseconds.
+fn wrk_duration_ms(text: &str) -> Option<f64> {
+    let (number, scale) = if let Some(n) = text.strip_suffix("us") {
+        (n, 1e-3)
+    } else if let Some(n) = text.strip_suffix("ms") {
+        (n, 1.0)
+    } else if let Some(n) = text.strip_suffix('m') {
+        (n, 60e3)
+    } else if let Some(n) = text.strip_suffix('s') {
+        (n, 1e3)
+    } else {
+        return None;
+    };
+    number.trim().parse::<f64>().ok().map(|n| n * scale)
+}
+
+/// Peak resident set (`VmHWM`) in KiB of the target's process, plus its children's for nginx.
+fn peak_rss_kib(target: &Target<'_>) -> Option<u64> {
+    let hwm = |pid: u32| -> Option<u64> {
+        let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    };
+    let pid = target.guard.id();
+    let mut total = hwm(pid)?;
+    if target.with_children {
+        for child in children(pid) {
+            total += hwm(child).unwrap_or(0);
+        }
+    }
+    Some(total)
+}
+
+/// The processes whose parent is `pid`.
+fn children(pid: u32) -> Vec<u32> {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str().and_then(|s| s.parse().ok()))
+        .filter(|&child| stat_fields(child).is_ok_and(|stat| stat.ppid == pid))
+        .collect()
 }
 
 /// Clock ticks per second for `/proc/PID/stat` times (`getconf CLK_TCK`, else 100).
@@ -584,18 +1061,19 @@ fn clock_ticks() -> f64 {
         .unwrap_or(100.0)
 }
 
+/// CPU seconds (utime+stime, all threads) that process `pid` has used so far.
+pub(crate) fn process_cpu_secs(pid: u32) -> Option<f64> {
+    let stat = stat_fields(pid).ok()?;
+    Some(stat.times as f64 / clock_ticks())
+}
+
 /// utime+stime of the target process (all threads), plus its children for nginx.
 fn cpu_ticks(target: &Target<'_>) -> Result<u64> {
     let pid = target.guard.id();
     let mut total = stat_fields(pid)?.times;
     if target.with_children {
-        for entry in fs::read_dir("/proc")?.flatten() {
-            let Some(child) = entry.file_name().to_str().and_then(|s| s.parse().ok()) else {
-                continue;
-            };
-            if let Ok(stat) = stat_fields(child)
-                && stat.ppid == pid
-            {
+        for child in children(pid) {
+            if let Ok(stat) = stat_fields(child) {
                 total += stat.times;
             }
         }
@@ -636,6 +1114,8 @@ mod tests {
     #[test]
     fn parses_wrk_report() -> Result<()> {
         let report = "Running 10s test @ http://127.0.0.1:1/\n  1 threads and 64 connections\n\
+                      \x20 Latency Distribution\n     50%  635.00us\n     75%    1.20ms\n\
+                      \x20    99%    2.50s\n\
                       \x20 123456 requests in 10.00s, 150.00MB read\n\
                       \x20 Non-2xx or 3xx responses: 3\n\
                       Requests/sec:  12345.60\nTransfer/sec:     15.00MB\n";
@@ -643,6 +1123,8 @@ mod tests {
         assert_eq!(result.requests, 123_456);
         assert!((result.requests_per_sec - 12_345.6).abs() < 1e-6);
         assert_eq!(result.notes, "Non-2xx or 3xx responses: 3");
+        assert!((result.p50_ms.unwrap() - 0.635).abs() < 1e-9);
+        assert!((result.p99_ms.unwrap() - 2500.0).abs() < 1e-9);
         Ok(())
     }
 
@@ -655,7 +1137,23 @@ mod tests {
         assert_eq!(result.requests, 456_780);
         assert!((result.requests_per_sec - 45_678.9).abs() < 1e-6);
         assert_eq!(result.notes, "9 failed");
+        assert_eq!(result.p50_ms, None);
         Ok(())
+    }
+
+    #[test]
+    fn median_skips_nan() {
+        assert_eq!(median(vec![3.0, f64::NAN, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(vec![f64::NAN]), None);
+    }
+
+    #[test]
+    fn caddyfile_has_h3_and_tls() {
+        let conf = caddy_conf(8443, 8080, (Path::new("/c.pem"), Path::new("/k.pem")));
+        assert!(conf.contains("protocols h1 h2 h3"));
+        assert!(conf.contains("https://bench.test:8443 {"));
+        assert!(conf.contains("\ttls /c.pem /k.pem\n"));
+        assert!(conf.contains("reverse_proxy 127.0.0.1:8080 {"));
     }
 
     #[test]

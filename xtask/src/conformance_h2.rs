@@ -133,11 +133,14 @@ fn known_limitation(name: &str) -> Option<&'static str> {
 pub(crate) fn run_both(args: &[String]) -> Result<bool> {
     let (h1_passed, h1_failed) = run_http1_child(args)?;
     println!();
-    let (passed, failed) = run(args)?;
+    let (h2_passed, h2_failed) = run(args)?;
+    println!();
+    let (h3_passed, h3_failed) = crate::conformance_h3::run(args)?;
     println!(
-        "HTTP/1.1: {h1_passed} passed, {h1_failed} failed; HTTP/2: {passed} passed, {failed} failed"
+        "HTTP/1.1: {h1_passed} passed, {h1_failed} failed; HTTP/2: {h2_passed} passed, {h2_failed} failed; HTTP/3: {h3_passed} passed, {h3_failed} failed"
     );
-    let (passed, failed) = (h1_passed + passed, h1_failed + failed);
+    let passed = h1_passed + h2_passed + h3_passed;
+    let failed = h1_failed + h2_failed + h3_failed;
     println!("{passed} passed, {failed} failed");
     Ok(failed == 0)
 }

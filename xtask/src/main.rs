@@ -3,9 +3,12 @@
 //! - `lint-deps`: enforces the crate dependency policy with `cargo tree`.
 //! - `conformance [--release]`: runs the HTTP/1.1 conformance suite (RFC 9110 / RFC 9112)
 //!   and the HTTP/2 suite (RFC 9113 / RFC 7541, over h2c) against the real `proxy-bin`
-//!   binary; `conformance-h1` and `conformance-h2` run one of them.
+//!   binary, then the HTTP/3 suite (third-party QUIC clients); `conformance-h1`,
+//!   `conformance-h2` and `conformance-h3` run one of them.
+//! - `loadgen`: a bounded HTTP/3 / HTTP/2 load generator on quinn + h3 and h2.
 //! - `bench [--compare [--duration SECS]] [ARGS...]`: runs the criterion benchmarks of
-//!   `proxy-core`, or with `--compare` a side-by-side run against nginx with wrk.
+//!   `proxy-core`, or with `--compare` side-by-side runs: HTTP/1.1 (wrk) and HTTP/2 over TLS
+//!   (h2load) against nginx, HTTP/3 and HTTP/2 (loadgen) against Caddy.
 
 #![allow(
     clippy::disallowed_methods,
@@ -18,7 +21,9 @@ use std::process::ExitCode;
 mod bench;
 mod conformance;
 mod conformance_h2;
+mod conformance_h3;
 mod lint_deps;
+mod loadgen;
 mod process;
 
 const USAGE: &str = "\
@@ -28,16 +33,22 @@ commands:
   lint-deps                  check the dependency policy (proxy-core stays protocol-free,
                              frontends do not depend on each other)
   conformance [--release] [--filter TEXT]
-                             build proxy-bin and run the HTTP/1.1 and HTTP/2 (h2c)
-                             conformance suites
+                             build proxy-bin and run the HTTP/1.1, HTTP/2 (h2c) and
+                             HTTP/3 conformance suites
   conformance-h1 [--release] [--filter TEXT]
                              the HTTP/1.1 suite alone
   conformance-h2 [--release] [--filter TEXT]
                              the HTTP/2 suite alone
+  conformance-h3 [--release] [--filter TEXT]
+                             the HTTP/3 suite alone (third-party clients over QUIC)
+  loadgen --url URL --protocol h3|h2 [--connections N] [--streams N] [--duration SECS]
+                             bounded HTTP/3 or HTTP/2 load from Rust (quinn + h3, h2)
   bench [ARGS...]            cargo bench -p proxy-core --bench core [ARGS...]
-  bench --compare [--duration SECS] [--rounds N]
-                             side-by-side HTTP/1.1 run of nginx (reverse proxy) and proxy-bin
-                             in front of an nginx origin, load from wrk (needs nginx and wrk)
+  bench --compare [--duration SECS] [--rounds N] [--cases h1,h2-tls,h3,h2-lg]
+                             side-by-side runs in front of one nginx origin: proxy-bin vs
+                             nginx for HTTP/1.1 (wrk) and HTTP/2 over TLS (h2load), proxy-bin
+                             vs Caddy for HTTP/3 and HTTP/2 (loadgen); needs nginx, wrk,
+                             nghttp2-client, openssl and caddy
 ";
 
 fn main() -> ExitCode {
@@ -52,6 +63,8 @@ fn main() -> ExitCode {
         "conformance" => conformance_h2::run_both(&rest),
         "conformance-h1" => conformance::run(&rest),
         "conformance-h2" => conformance_h2::run_alone(&rest),
+        "conformance-h3" => conformance_h3::run_alone(&rest),
+        "loadgen" => loadgen::run(&rest),
         "bench" => bench::run(&rest),
         "help" | "-h" | "--help" => {
             print!("{USAGE}");

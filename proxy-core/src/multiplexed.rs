@@ -6,6 +6,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri, header};
 use tokio::sync::Notify;
+
+use crate::ProxyError;
 use tokio::time::Instant;
 
 /// Connection-specific fields, malformed in HTTP/2 and HTTP/3 requests (RFC 9113 section
@@ -116,14 +118,38 @@ pub fn strip_connection_headers(headers: &mut HeaderMap) {
     headers.remove(header::TE);
 }
 
-/// Turns a rejection into 405 with `Allow`: the multiplexed frontends serve no CONNECT
-/// tunnels (nor extended CONNECT).
-pub fn refuse_connect(resp: &mut http::Response<crate::body::ProxyBody>) {
-    *resp.status_mut() = http::StatusCode::METHOD_NOT_ALLOWED;
-    resp.headers_mut().insert(
-        header::ALLOW,
-        HeaderValue::from_static("GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH"),
-    );
+/// What a multiplexed frontend answers itself before the core sees a request: more header
+/// fields than `max_headers` (431), a malformed message (400, see [`validate_request`]) or
+/// CONNECT (405 with `Allow`: no tunnels, nor extended CONNECT).
+pub fn screen(parts: &http::request::Parts, max_headers: usize) -> Result<(), Box<Rejection>> {
+    let refuse = |error: ProxyError| {
+        let response = error.to_response();
+        Box::new(Rejection { error, response })
+    };
+    if parts.headers.len() > max_headers {
+        return Err(refuse(ProxyError::HeadersTooLarge));
+    }
+    validate_request(&parts.method, &parts.uri, &parts.headers)
+        .map_err(|why| refuse(ProxyError::BadRequest(why)))?;
+    if parts.method == Method::CONNECT {
+        let mut rejection = refuse(ProxyError::BadRequest("CONNECT"));
+        *rejection.response.status_mut() = http::StatusCode::METHOD_NOT_ALLOWED;
+        rejection.response.headers_mut().insert(
+            header::ALLOW,
+            HeaderValue::from_static("GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH"),
+        );
+        return Err(rejection);
+    }
+    Ok(())
+}
+
+/// A request [`screen`] refused: why, for the log line, and the answer.
+#[derive(Debug)]
+pub struct Rejection {
+    /// The reason.
+    pub error: ProxyError,
+    /// The response to send.
+    pub response: http::Response<crate::body::ProxyBody>,
 }
 
 /// The `Alt-Svc` value that advertises HTTP/3 on `port` for `max_age` seconds (RFC 7838).

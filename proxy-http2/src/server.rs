@@ -8,11 +8,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use h2::Reason;
 use h2::server::SendResponse;
-use http::{Method, Request, Response, Version};
+use http::{Request, Response, Version};
 use http_body::Body as _;
+use proxy_core::ConnInfo;
 use proxy_core::body::{self, ProxyBody};
 use proxy_core::multiplexed::{self, OpenStreams, sleep_until};
-use proxy_core::{ConnInfo, ProxyError};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -291,28 +291,17 @@ fn prepare(
     ctx: &StreamCtx,
 ) -> Result<Request<ProxyBody>, Box<Response<ProxyBody>>> {
     let (mut parts, recv) = req.into_parts();
-    let reject = |err: ProxyError, parts: &http::request::Parts| {
+    if let Err(rejected) = multiplexed::screen(&parts, ctx.options.max_headers) {
         tracing::info!(
             conn = ctx.info.id,
             peer = %ctx.info.peer,
             method = %parts.method,
             uri = %parts.uri,
-            reason = %err,
-            status = err.status().as_u16(),
+            reason = %rejected.error,
+            status = rejected.response.status().as_u16(),
             "malformed HTTP/2 request rejected"
         );
-        Box::new(err.to_response())
-    };
-    if parts.headers.len() > ctx.options.max_headers {
-        return Err(reject(ProxyError::HeadersTooLarge, &parts));
-    }
-    if let Err(why) = multiplexed::validate_request(&parts.method, &parts.uri, &parts.headers) {
-        return Err(reject(ProxyError::BadRequest(why), &parts));
-    }
-    if parts.method == Method::CONNECT {
-        let mut resp = reject(ProxyError::BadRequest("CONNECT"), &parts);
-        multiplexed::refuse_connect(&mut resp);
-        return Err(resp);
+        return Err(Box::new(rejected.response));
     }
     multiplexed::join_cookies(&mut parts.headers);
     let length = multiplexed::content_length(&parts.headers);

@@ -10,7 +10,7 @@ use h3::server::RequestResolver;
 use http::{Method, Request, Response, Version};
 use proxy_core::body::ProxyBody;
 use proxy_core::multiplexed::{self, OpenStreams, sleep_until};
-use proxy_core::{ConnInfo, EarlyData, ProxyError};
+use proxy_core::{ConnInfo, EarlyData};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tower_service::Service;
@@ -222,33 +222,22 @@ async fn prepare(
     early: bool,
 ) -> Result<Request<ProxyBody>, Box<Response<ProxyBody>>> {
     let (mut parts, ()) = req.into_parts();
-    // The request is answered without being read: tell the client to stop sending with
-    // H3_NO_ERROR (RFC 9114 section 4.1) rather than the bare code 0 a dropped QUIC stream
-    // sends. Nothing has been read yet, so no read is in flight on `rx`.
-    let mut reject = |err: ProxyError, parts: &http::request::Parts| {
+    parts.version = Version::HTTP_3;
+    if let Err(rejected) = multiplexed::screen(&parts, ctx.options.max_headers) {
+        // Answered without being read: tell the client to stop sending with H3_NO_ERROR
+        // (RFC 9114 section 4.1) rather than the bare code 0 of a dropped QUIC stream.
+        // Nothing has been read yet, so no read is in flight on `rx`.
         rx.stop_sending(h3::error::Code::H3_NO_ERROR);
         tracing::info!(
             conn = ctx.info.id,
             peer = %ctx.info.peer,
             method = %parts.method,
             uri = %parts.uri,
-            reason = %err,
-            status = err.status().as_u16(),
+            reason = %rejected.error,
+            status = rejected.response.status().as_u16(),
             "malformed HTTP/3 request rejected"
         );
-        Box::new(err.to_response())
-    };
-    parts.version = Version::HTTP_3;
-    if parts.headers.len() > ctx.options.max_headers {
-        return Err(reject(ProxyError::HeadersTooLarge, &parts));
-    }
-    if let Err(why) = multiplexed::validate_request(&parts.method, &parts.uri, &parts.headers) {
-        return Err(reject(ProxyError::BadRequest(why), &parts));
-    }
-    if parts.method == Method::CONNECT {
-        let mut resp = reject(ProxyError::BadRequest("CONNECT"), &parts);
-        multiplexed::refuse_connect(&mut resp);
-        return Err(resp);
+        return Err(Box::new(rejected.response));
     }
     multiplexed::join_cookies(&mut parts.headers);
     let length = multiplexed::content_length(&parts.headers);

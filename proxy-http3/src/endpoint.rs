@@ -237,36 +237,19 @@ async fn handshake(
     let (conn, handshake) = if options.early_data {
         // SNI and ALPN are known once the ClientHello is read; the rest of the handshake
         // completes while early requests are already being served.
-        match tokio::time::timeout_at(deadline, connecting.handshake_data()).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => {
-                tracing::debug!(conn = info.id, peer = %info.peer, error = %e, "QUIC handshake failed");
-                return None;
-            }
-            Err(_) => {
-                tracing::debug!(conn = info.id, peer = %info.peer, "QUIC handshake timed out");
-                return None;
-            }
-        }
+        handshake_step(deadline, connecting.handshake_data(), info).await?;
         match connecting.into_0rtt() {
             Ok((conn, accepted)) => (conn, Handshake::Completing { accepted, deadline }),
-            Err(connecting) => match tokio::time::timeout_at(deadline, connecting).await {
-                Ok(Ok(conn)) => (conn, Handshake::Done),
-                _ => return None,
-            },
+            Err(connecting) => (
+                handshake_step(deadline, connecting, info).await?,
+                Handshake::Done,
+            ),
         }
     } else {
-        match tokio::time::timeout_at(deadline, connecting).await {
-            Ok(Ok(conn)) => (conn, Handshake::Done),
-            Ok(Err(e)) => {
-                tracing::debug!(conn = info.id, peer = %info.peer, error = %e, "QUIC handshake failed");
-                return None;
-            }
-            Err(_) => {
-                tracing::debug!(conn = info.id, peer = %info.peer, "QUIC handshake timed out");
-                return None;
-            }
-        }
+        (
+            handshake_step(deadline, connecting, info).await?,
+            Handshake::Done,
+        )
     };
     if let Some(data) = conn
         .handshake_data()
@@ -299,4 +282,24 @@ async fn handshake(
         }
     }
     Some((conn, handshake))
+}
+
+/// One step of the handshake, bounded by `deadline`; failures are logged (at debug: a
+/// client's broken handshake is not this server's error) and end the connection.
+async fn handshake_step<T, E: std::fmt::Display>(
+    deadline: tokio::time::Instant,
+    step: impl Future<Output = Result<T, E>>,
+    info: &ConnInfo,
+) -> Option<T> {
+    match tokio::time::timeout_at(deadline, step).await {
+        Ok(Ok(value)) => Some(value),
+        Ok(Err(e)) => {
+            tracing::debug!(conn = info.id, peer = %info.peer, error = %e, "QUIC handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(conn = info.id, peer = %info.peer, "QUIC handshake timed out");
+            None
+        }
+    }
 }

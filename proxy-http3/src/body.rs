@@ -28,17 +28,9 @@ pub(crate) trait RecvHalfOps: Send + 'static {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Result<Option<http::HeaderMap>, StreamError>>;
-    /// Asks the peer to stop sending because the rest is not wanted. Never while a read is
-    /// in flight: h3-quinn 0.0.10 panics then.
-    fn stop_unread(&mut self);
 }
 
 impl RecvHalfOps for RecvHalf {
-    fn stop_unread(&mut self) {
-        // The response is answered; the rest of the request is simply not needed.
-        self.stop_sending(Code::H3_NO_ERROR);
-    }
-
     fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, StreamError>> {
         self.poll_recv_data(cx)
             .map(|r| r.map(|b| b.map(|mut b| b.copy_to_bytes(b.remaining()))))
@@ -53,10 +45,6 @@ impl RecvHalfOps for RecvHalf {
 }
 
 impl RecvHalfOps for ClientRecvHalf {
-    fn stop_unread(&mut self) {
-        self.stop_sending(Code::H3_REQUEST_CANCELLED);
-    }
-
     fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, StreamError>> {
         self.poll_recv_data(cx)
             .map(|r| r.map(|b| b.map(|mut b| b.copy_to_bytes(b.remaining()))))
@@ -125,25 +113,17 @@ pub enum RecvError {
 
 /// A stream's receive half as a body. QUIC flow control releases credit as data is read, so
 /// the peer can send at most one stream window ahead of whoever reads this body.
+///
+/// Dropped unread, the stream is stopped by quinn (code 0), never with `stop_sending`: h3
+/// may leave a read in flight even after returning data, and h3-quinn 0.0.10 panics when a
+/// stream is stopped during a read.
 pub(crate) struct RecvBody<R: RecvHalfOps> {
     stream: R,
     /// A chunk (or failure) read while finding out whether there is a body at all.
     first: Option<Result<Bytes, StreamError>>,
-    /// A read was left pending on the stream (its last poll returned `Pending`).
-    reading: bool,
-    /// The stream ended (trailers or end of stream seen) or failed.
-    finished: bool,
     data_done: bool,
     length: Option<u64>,
     received: u64,
-}
-
-impl<R: RecvHalfOps> Drop for RecvBody<R> {
-    fn drop(&mut self) {
-        if !self.finished && !self.reading {
-            self.stream.stop_unread();
-        }
-    }
 }
 
 impl<R: RecvHalfOps> std::fmt::Debug for RecvBody<R> {
@@ -162,8 +142,6 @@ impl<R: RecvHalfOps> RecvBody<R> {
         RecvBody {
             stream,
             first: None,
-            reading: false,
-            finished: false,
             data_done: false,
             length,
             received: 0,
@@ -201,19 +179,14 @@ pub(crate) async fn request_body(
     match first {
         Poll::Ready(Ok(None)) => {
             let mut cx = Context::from_waker(std::task::Waker::noop());
-            match body.stream.poll_trailers(&mut cx) {
-                Poll::Ready(Ok(None)) => {
-                    body.finished = true;
-                    return proxy_core::body::empty();
-                }
-                Poll::Pending => body.reading = true,
-                Poll::Ready(_) => {}
+            if let Poll::Ready(Ok(None)) = body.stream.poll_trailers(&mut cx) {
+                return proxy_core::body::empty();
             }
             body.data_done = true;
         }
         Poll::Ready(Ok(Some(data))) => body.first = Some(Ok(data)),
         Poll::Ready(Err(e)) => body.first = Some(Err(e)),
-        Poll::Pending => body.reading = true,
+        Poll::Pending => {}
     }
     proxy_core::body::boxed(body)
 }
@@ -227,28 +200,6 @@ impl<R: RecvHalfOps + Unpin> Body for RecvBody<R> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, RecvError>>> {
         let this = &mut *self;
-        let polled = this.poll_stream(cx);
-        this.reading = polled.is_pending();
-        if matches!(polled, Poll::Ready(None | Some(Err(_)))) {
-            this.finished = true;
-        }
-        polled
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self.length {
-            Some(n) if !self.data_done => SizeHint::with_exact(n.saturating_sub(self.received)),
-            _ => SizeHint::default(),
-        }
-    }
-}
-
-impl<R: RecvHalfOps + Unpin> RecvBody<R> {
-    fn poll_stream(
-        &mut self,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, RecvError>>> {
-        let this = self;
         if let Some(first) = this.first.take() {
             return match first {
                 Ok(data) => {
@@ -288,6 +239,13 @@ impl<R: RecvHalfOps + Unpin> RecvBody<R> {
             Poll::Ready(Ok(None)) => Poll::Ready(None),
             Poll::Ready(Err(e)) => Poll::Ready(Some(Err(RecvError::Stream(e)))),
             Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.length {
+            Some(n) if !self.data_done => SizeHint::with_exact(n.saturating_sub(self.received)),
+            _ => SizeHint::default(),
         }
     }
 }

@@ -25,6 +25,7 @@ mod conformance_h3;
 mod lint_deps;
 mod loadgen;
 mod process;
+mod recorder;
 
 const USAGE: &str = "\
 usage: cargo xtask COMMAND [ARGS]

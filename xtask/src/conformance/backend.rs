@@ -5,14 +5,14 @@
 //! request gets `200` whose body is the raw request head it received; paths under `/frame/`
 //! produce crafted responses for the response-framing cases.
 
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::io::Write;
+use std::net::TcpStream;
 use std::thread;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
+
+use crate::recorder::{self, Recorder, fill, lock};
 
 use super::wire::{self, Framing, Head};
 
@@ -42,75 +42,15 @@ impl Recorded {
     }
 }
 
-type Records = Arc<Mutex<Vec<Recorded>>>;
+type Records = recorder::Records<Recorded>;
 
-/// A running backend; stops accepting when dropped.
-pub(crate) struct Backend {
-    port: u16,
-    records: Records,
-    stop: Arc<AtomicBool>,
-}
+/// The recording backend of the HTTP/1.1 and HTTP/2 suites.
+pub(crate) type Backend = Recorder<Recorded>;
 
-impl Backend {
+impl Recorder<Recorded> {
     /// Binds 127.0.0.1:0 and serves each connection on its own thread.
     pub(crate) fn start() -> Result<Self> {
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("binding backend")?;
-        let port = listener.local_addr()?.port();
-        let records = Records::default();
-        let stop = Arc::new(AtomicBool::new(false));
-        let (accept_records, accept_stop) = (records.clone(), stop.clone());
-        thread::Builder::new()
-            .name("backend-accept".into())
-            .spawn(move || accept(&listener, &accept_records, &accept_stop))
-            .context("spawning backend thread")?;
-        Ok(Self {
-            port,
-            records,
-            stop,
-        })
-    }
-
-    /// The port it listens on.
-    pub(crate) fn port(&self) -> u16 {
-        self.port
-    }
-
-    /// Forgets everything recorded so far.
-    pub(crate) fn clear(&self) {
-        lock(&self.records).clear();
-    }
-
-    /// A copy of what was recorded since the last [`Backend::clear`].
-    pub(crate) fn records(&self) -> Vec<Recorded> {
-        lock(&self.records).clone()
-    }
-}
-
-impl Drop for Backend {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        // Wake the blocking accept so that the thread sees the flag.
-        let _ = TcpStream::connect((Ipv4Addr::LOCALHOST, self.port));
-    }
-}
-
-fn lock(records: &Records) -> std::sync::MutexGuard<'_, Vec<Recorded>> {
-    records.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn accept(listener: &TcpListener, records: &Records, stop: &AtomicBool) {
-    for stream in listener.incoming() {
-        if stop.load(Ordering::SeqCst) {
-            return;
-        }
-        let Ok(stream) = stream else { continue };
-        let records = records.clone();
-        if let Err(error) = thread::Builder::new()
-            .name("backend-conn".into())
-            .spawn(move || serve(stream, &records))
-        {
-            eprintln!("backend: cannot spawn a connection thread: {error}");
-        }
+        Recorder::bind("backend", serve)
     }
 }
 
@@ -152,18 +92,6 @@ fn serve(mut stream: TcpStream, records: &Records) {
                 );
                 return;
             }
-        }
-    }
-}
-
-/// Reads more bytes into `buf`; `false` on EOF or error.
-fn fill(stream: &mut TcpStream, buf: &mut Vec<u8>) -> bool {
-    let mut chunk = [0u8; 16 * 1024];
-    match stream.read(&mut chunk) {
-        Ok(0) | Err(_) => false,
-        Ok(n) => {
-            buf.extend_from_slice(&chunk[..n]);
-            true
         }
     }
 }

@@ -15,14 +15,14 @@
 //!
 //! A `HEAD` request gets the same head as the `GET` would, without the body.
 
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::io::Write;
+use std::net::TcpStream;
 use std::thread;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
+
+use crate::recorder::{self, Recorder, fill, lock};
 
 use super::wire::{self, Framing, Head};
 
@@ -55,55 +55,15 @@ impl Recorded {
     }
 }
 
-type Records = Arc<Mutex<Vec<Recorded>>>;
+type Records = recorder::Records<Recorded>;
 
-/// A running backend; stops accepting when dropped.
-pub(crate) struct Backend {
-    port: u16,
-    records: Records,
-    stop: Arc<AtomicBool>,
-}
+/// The recording backend of the HTTP/3 suite.
+pub(crate) type Backend = Recorder<Recorded>;
 
-impl Backend {
+impl Recorder<Recorded> {
     /// Binds 127.0.0.1:0 and serves each connection on its own thread.
     pub(crate) fn start() -> Result<Self> {
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("binding backend")?;
-        let port = listener.local_addr()?.port();
-        let records = Records::default();
-        let stop = Arc::new(AtomicBool::new(false));
-        let (accept_records, accept_stop) = (records.clone(), stop.clone());
-        thread::Builder::new()
-            .name("h3-backend-accept".into())
-            .spawn(move || accept(&listener, &accept_records, &accept_stop))
-            .context("spawning the backend thread")?;
-        Ok(Self {
-            port,
-            records,
-            stop,
-        })
-    }
-
-    /// The port it listens on.
-    pub(crate) fn port(&self) -> u16 {
-        self.port
-    }
-
-    /// Forgets everything recorded so far.
-    pub(crate) fn clear(&self) {
-        lock(&self.records).clear();
-    }
-
-    /// A copy of what was recorded since the last [`Backend::clear`].
-    pub(crate) fn records(&self) -> Vec<Recorded> {
-        lock(&self.records).clone()
-    }
-}
-
-impl Drop for Backend {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        // Wake the blocking accept so that the thread sees the flag.
-        let _ = TcpStream::connect((Ipv4Addr::LOCALHOST, self.port));
+        Recorder::bind("h3-backend", serve)
     }
 }
 
@@ -122,26 +82,6 @@ pub(crate) fn pattern(len: usize) -> Vec<u8> {
     out
 }
 
-fn lock(records: &Records) -> MutexGuard<'_, Vec<Recorded>> {
-    records.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn accept(listener: &TcpListener, records: &Records, stop: &AtomicBool) {
-    for stream in listener.incoming() {
-        if stop.load(Ordering::SeqCst) {
-            return;
-        }
-        let Ok(stream) = stream else { continue };
-        let records = records.clone();
-        if let Err(error) = thread::Builder::new()
-            .name("h3-backend-conn".into())
-            .spawn(move || serve(stream, &records))
-        {
-            eprintln!("backend: cannot spawn a connection thread: {error}");
-        }
-    }
-}
-
 fn serve(mut stream: TcpStream, records: &Records) {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
     let mut buf = Vec::new();
@@ -158,18 +98,6 @@ fn serve(mut stream: TcpStream, records: &Records) {
         let keep_open = respond(&mut stream, &head, &raw_head, &body).unwrap_or(false);
         if close || !keep_open {
             return;
-        }
-    }
-}
-
-/// Reads more bytes into `buf`; `false` on EOF or error.
-fn fill(stream: &mut TcpStream, buf: &mut Vec<u8>) -> bool {
-    let mut chunk = [0u8; 64 * 1024];
-    match stream.read(&mut chunk) {
-        Ok(0) | Err(_) => false,
-        Ok(n) => {
-            buf.extend_from_slice(&chunk[..n]);
-            true
         }
     }
 }
@@ -268,6 +196,9 @@ fn respond(
 
 #[cfg(test)]
 mod tests {
+    use std::io::Read;
+    use std::net::Ipv4Addr;
+
     use super::*;
 
     /// Sends `request` on a fresh connection and reads until the backend closes it.

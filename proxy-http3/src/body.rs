@@ -163,18 +163,14 @@ pub(crate) async fn request_body(
     if length.is_some() {
         return proxy_core::body::boxed(RecvBody::new(stream, length));
     }
-    let probe = |stream: &mut RecvHalf, cx: &mut Context<'_>| stream.poll_data(cx);
-    let first = if wait_for_end {
-        match tokio::time::timeout(wait, std::future::poll_fn(|cx| probe(&mut stream, cx))).await {
-            Ok(r) => Poll::Ready(r),
-            Err(_) => Poll::Pending,
+    // Usually the end arrived with the headers: look without a timer first.
+    let mut first = stream.poll_data(&mut Context::from_waker(std::task::Waker::noop()));
+    if first.is_pending() && wait_for_end {
+        let waited = std::future::poll_fn(|cx| stream.poll_data(cx));
+        if let Ok(r) = tokio::time::timeout(wait, waited).await {
+            first = Poll::Ready(r);
         }
-    } else {
-        probe(
-            &mut stream,
-            &mut Context::from_waker(std::task::Waker::noop()),
-        )
-    };
+    }
     let mut body = RecvBody::new(stream, None);
     match first {
         Poll::Ready(Ok(None)) => {

@@ -32,15 +32,31 @@ pub async fn spawn_origin(name: &'static str) -> anyhow::Result<SocketAddr> {
                         .and_then(|v| v.to_str().ok())
                         .unwrap_or("-")
                         .to_owned();
-                    let body = format!(
-                        "{name} endpoint {addr} served {} {} (client {client})\n",
-                        req.method(),
-                        req.uri()
-                    );
-                    let resp = Response::builder()
+                    // The catalog is the same for everyone, so it says so: the proxy caches
+                    // it for 30 s (and revalidates with the ETag after that).
+                    let cacheable = name == "catalog";
+                    let body = if cacheable {
+                        format!(
+                            "{name} endpoint {addr} served {} {}\n",
+                            req.method(),
+                            req.uri()
+                        )
+                    } else {
+                        format!(
+                            "{name} endpoint {addr} served {} {} (client {client})\n",
+                            req.method(),
+                            req.uri()
+                        )
+                    };
+                    let mut resp = Response::builder()
                         .header("content-type", "text/plain; charset=utf-8")
-                        .header("x-served-by", format!("{name}@{addr}"))
-                        .body(Full::new(Bytes::from(body)));
+                        .header("x-served-by", format!("{name}@{addr}"));
+                    if cacheable {
+                        resp = resp
+                            .header("cache-control", "public, max-age=30")
+                            .header("etag", format!("\"{:x}\"", body.len()));
+                    }
+                    let resp = resp.body(Full::new(Bytes::from(body)));
                     Ok::<_, Infallible>(resp.unwrap_or_else(|_| Response::new(Full::default())))
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
@@ -116,6 +132,7 @@ request_headers.set = {{ "X-Real-IP" = "$remote_addr" }}
 [[servers.routes]]
 prefix = "/products/"
 upstream = "catalog"
+cache = true
 
 [[servers.routes]]
 prefix = "/checkout/"

@@ -5,6 +5,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
+pub mod caches;
 pub mod config;
 pub mod demo;
 pub mod logging;

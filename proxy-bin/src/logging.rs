@@ -105,13 +105,14 @@ impl<S: Subscriber> Layer<S> for AccessLog {
 }
 
 /// nginx's combined format, then request id, upstream, attempts and times in seconds:
-/// `ip - - [time] "GET /x HTTP/1.1" 200 512 "referer" "agent" rid=.. up=.. tries=1 rt=0.002 urt=0.001`
+/// `ip - - [time] "GET /x HTTP/1.1" 200 512 "referer" "agent" rid=.. up=.. tries=1 rt=0.002 urt=0.001`,
+/// plus `cache=hit|miss|...` on cached routes and `err=..` when the proxy answered itself.
 fn combined_line(f: &Fields) -> String {
     let mut s = String::with_capacity(256);
     let version = f.text("version");
     let _ = writeln!(
         s,
-        "{} - - [{}] \"{} {} {}\" {} {} \"{}\" \"{}\" rid={} up={} tries={} rt={} urt={}{}",
+        "{} - - [{}] \"{} {} {}\" {} {} \"{}\" \"{}\" rid={} up={} tries={} rt={} urt={}{}{}",
         f.text("remote_addr"),
         clf_time(SystemTime::now()),
         f.text("method"),
@@ -126,6 +127,10 @@ fn combined_line(f: &Fields) -> String {
         f.text("attempts"),
         f.text("duration_ms"),
         f.text("upstream_ms"),
+        match f.get("cache") {
+            Some(FieldValue::Str(c)) => format!(" cache={c}"),
+            _ => String::new(),
+        },
         match f.get("error") {
             Some(FieldValue::Str(e)) => format!(" err={e}"),
             _ => String::new(),

@@ -104,7 +104,7 @@ fn reload(path: &Path, listeners: &[config::ListenerSpec], running: &server::Run
     if let Err(e) = running.reload_certificates() {
         tracing::error!(error = %e, "certificates not reloaded; the previous ones keep serving");
     }
-    match config::load(path) {
+    match config::load_with(path, running.caches()) {
         Ok(new) => {
             if new.listeners != listeners {
                 tracing::warn!("listener changes need a restart; keeping the current listeners");

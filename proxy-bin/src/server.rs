@@ -18,6 +18,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::caches::Caches;
 use crate::config::{Config, ListenerSpec};
 use crate::tls::{self, CertStore, ClientIdentity, Selection, SniResolver};
 
@@ -35,6 +36,8 @@ pub struct Running {
     connections: TaskTracker,
     accept_loops: TaskTracker,
     shutdown_timeout: Duration,
+    caches: Caches,
+    admin: Option<SocketAddr>,
 }
 
 impl Running {
@@ -65,6 +68,16 @@ impl Running {
             .iter()
             .filter_map(|e| e.local_addr().ok())
             .collect()
+    }
+
+    /// The cache stores, to load a new configuration that keeps their contents.
+    pub fn caches(&self) -> &Caches {
+        &self.caches
+    }
+
+    /// The admin listener's address, when one is configured.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin
     }
 
     /// Swaps in a new runtime configuration; requests in flight finish on the old one.
@@ -130,6 +143,15 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     tls::install_crypto_provider();
     let proxy = Proxy::new(config.proxy);
     let stop_accepting = CancellationToken::new();
+    config.caches.spawn_maintenance(stop_accepting.clone());
+    let admin = match &config.admin {
+        Some(spec) => Some(
+            crate::admin::start(spec, config.caches.clone(), stop_accepting.clone())
+                .await
+                .with_context(|| format!("admin listener {}", spec.address))?,
+        ),
+        None => None,
+    };
     let drain = CancellationToken::new();
     let connections = TaskTracker::new();
     let accept_loops = TaskTracker::new();
@@ -232,6 +254,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         connections,
         accept_loops,
         shutdown_timeout: config.shutdown_timeout,
+        caches: config.caches,
+        admin,
     })
 }
 

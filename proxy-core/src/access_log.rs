@@ -48,6 +48,8 @@ pub struct AccessEntry {
     pub attempts: u32,
     /// Why the proxy answered itself, if it did.
     pub error: Option<&'static str>,
+    /// The cache's verdict, on cached routes.
+    pub cache: Option<&'static str>,
 }
 
 impl AccessEntry {
@@ -81,6 +83,7 @@ impl AccessEntry {
             upstream_ms,
             attempts = self.attempts,
             error = self.error,
+            cache = self.cache,
             complete,
         );
     }

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use crate::cache::CacheHook;
 use crate::headers::{ForwardingHeaders, HeaderRules, ValueTemplate};
 use crate::rewrite::{PathRewrite, Redirect};
 use crate::route::RouteTable;
@@ -32,17 +33,19 @@ pub struct ProxyRoute {
     pub request_headers: HeaderRules,
     /// Edits to the response's headers.
     pub response_headers: HeaderRules,
+    /// The response cache in front of the upstream, if the route has one.
+    pub cache: Option<Arc<dyn CacheHook>>,
 }
 
 /// What a matched route does.
 #[derive(Debug, Clone)]
 #[allow(
     clippy::large_enum_variant,
-    reason = "one per route, built once per config; boxing would add a pointer chase per request"
+    reason = "one per route, built once per config"
 )]
 pub enum RouteAction {
-    /// Forward to an upstream.
-    Proxy(ProxyRoute),
+    /// Forward to an upstream (shared, so a cache's background revalidation can hold it).
+    Proxy(Arc<ProxyRoute>),
     /// Answer with a redirect.
     Redirect(Redirect),
 }

@@ -44,6 +44,7 @@
 pub mod access_log;
 pub mod balance;
 pub mod body;
+pub mod cache;
 pub mod config;
 pub mod conn;
 pub mod connector;
@@ -68,6 +69,7 @@ mod proxy_tests;
 pub mod test_util;
 
 pub use body::ProxyBody;
+pub use cache::{CacheHook, CacheLog, CacheTarget, Origin, OriginFuture, UpstreamInfo};
 pub use config::{HostRewrite, Limits, ProxyConfig, ProxyRoute, RouteAction, Settings};
 pub use conn::{ConnInfo, EarlyData, ExactSite, ListenerPolicy, Scheme, SiteMatcher};
 pub use connector::{ConnectOptions, Connector, DialFuture, Dialed, Dialer, SendFuture, TcpDialer};

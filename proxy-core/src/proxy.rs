@@ -27,6 +27,7 @@ use tokio::time::Instant;
 use crate::access_log::{AccessEntry, ResponseBody};
 use crate::balance::hash_key;
 use crate::body::{self, ProxyBody};
+use crate::cache::{CacheLog, CacheTarget, Origin, UpstreamInfo};
 use crate::config::{HostRewrite, ProxyConfig, ProxyRoute, RouteAction};
 use crate::conn::{ConnInfo, EarlyData, ListenerPolicy, Scheme};
 use crate::endpoint::HealthChange;
@@ -136,6 +137,7 @@ impl Proxy {
             upstream_header_time: None,
             attempts: 0,
             error: None,
+            cache: None,
         });
         let outcome = pipeline(&config, &conn, req, &mut entry).await;
         let (mut resp, in_flight, idle) = match outcome {
@@ -210,7 +212,7 @@ impl From<Response<ProxyBody>> for Relayed {
 }
 
 async fn pipeline(
-    config: &ProxyConfig,
+    config: &Arc<ProxyConfig>,
     conn: &Arc<ConnInfo>,
     mut req: Request<ProxyBody>,
     entry: &mut AccessEntry,
@@ -309,9 +311,130 @@ async fn pipeline(
                 .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
             Ok(resp.into())
         }
-        RouteAction::Proxy(route) => {
-            proxy_to_upstream(config, conn, req, route, &route_host, &capture_refs, entry).await
+        RouteAction::Proxy(route) => match &route.cache {
+            Some(cache) => {
+                let target = CacheTarget {
+                    scheme: conn.scheme,
+                    authority: lowercase(&host).into_owned(),
+                    path_and_query: req
+                        .uri()
+                        .path_and_query()
+                        .map_or("/", |pq| pq.as_str())
+                        .to_owned(),
+                };
+                let origin = OriginContext {
+                    config: config.clone(),
+                    conn: conn.clone(),
+                    route: route.clone(),
+                    route_host: route_host.clone().into_owned(),
+                    captures: captures.clone(),
+                    request_id: entry.request_id.clone(),
+                    started: entry.started,
+                }
+                .into_origin();
+                let resp = cache.serve(target, req, origin).await?;
+                let (mut parts, body) = resp.into_parts();
+                if let Some(info) = parts.extensions.get::<UpstreamInfo>() {
+                    entry.upstream = Some(info.addr);
+                    entry.upstream_header_time = Some(info.header_time);
+                    entry.attempts = info.attempts;
+                }
+                entry.cache = parts.extensions.get::<CacheLog>().map(|c| c.0);
+                response_rules(
+                    &mut parts.headers,
+                    route,
+                    conn,
+                    &route_host,
+                    &capture_refs,
+                    entry,
+                );
+                Ok(Response::from_parts(parts, body).into())
+            }
+            None => {
+                proxy_to_upstream(
+                    config,
+                    conn,
+                    req,
+                    route,
+                    &route_host,
+                    &capture_refs,
+                    entry,
+                    true,
+                )
+                .await
+            }
+        },
+    }
+}
+
+/// What the origin function of a cached route needs, owned so that a cache can revalidate in
+/// the background after the client's request has finished.
+#[derive(Clone)]
+struct OriginContext {
+    config: Arc<ProxyConfig>,
+    conn: Arc<ConnInfo>,
+    route: Arc<ProxyRoute>,
+    route_host: String,
+    captures: Vec<Option<String>>,
+    request_id: HeaderValue,
+    started: Instant,
+}
+
+impl OriginContext {
+    fn into_origin(self) -> Origin {
+        Origin::new(move |req| {
+            let ctx = self.clone();
+            Box::pin(async move { ctx.fetch(req).await })
+        })
+    }
+
+    /// The upstream half of the pipeline, as [`proxy_to_upstream`] runs it for uncached routes,
+    /// minus the route's response rules (the core applies those after the cache).
+    async fn fetch(self, req: Request<ProxyBody>) -> Result<Response<ProxyBody>, ProxyError> {
+        let mut entry = AccessEntry {
+            started: self.started,
+            remote: self.conn.peer,
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            version: req.version(),
+            host: None,
+            referer: None,
+            user_agent: None,
+            request_id: self.request_id.clone(),
+            status: StatusCode::OK,
+            upstream: None,
+            upstream_header_time: None,
+            attempts: 0,
+            error: None,
+            cache: None,
+        };
+        let captures: Vec<Option<&str>> = self.captures.iter().map(|c| c.as_deref()).collect();
+        let relayed = proxy_to_upstream(
+            &self.config,
+            &self.conn,
+            req,
+            &self.route,
+            &self.route_host,
+            &captures,
+            &mut entry,
+            false,
+        )
+        .await?;
+        let (mut parts, body) = relayed.response.into_parts();
+        if let (Some(addr), Some(header_time)) = (entry.upstream, entry.upstream_header_time) {
+            parts.extensions.insert(UpstreamInfo {
+                addr,
+                header_time,
+                attempts: entry.attempts,
+            });
         }
+        let body = body::boxed(ResponseBody::new(
+            body,
+            relayed.idle,
+            relayed.in_flight,
+            None,
+        ));
+        Ok(Response::from_parts(parts, body))
     }
 }
 
@@ -444,6 +567,7 @@ fn is_idempotent(method: &Method) -> bool {
     )
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn proxy_to_upstream(
     config: &ProxyConfig,
     conn: &Arc<ConnInfo>,
@@ -452,6 +576,7 @@ async fn proxy_to_upstream(
     route_host: &str,
     captures: &[Option<&str>],
     entry: &mut AccessEntry,
+    apply_rules: bool,
 ) -> Result<Relayed, ProxyError> {
     let upstream = &route.upstream;
     let forwarding = &config.settings.forwarding;
@@ -610,6 +735,7 @@ async fn proxy_to_upstream(
                     entry,
                     client_upgrade,
                     in_flight,
+                    apply_rules,
                 );
             }
             Err(SendError { error, request }) => {
@@ -713,6 +839,7 @@ fn relay_response(
     entry: &AccessEntry,
     client_upgrade: Option<ClientUpgrade>,
     in_flight: crate::endpoint::InFlight,
+    apply_rules: bool,
 ) -> Result<Relayed, ProxyError> {
     let (mut parts, body) = resp.into_parts();
     let upgrade_protocol = if parts.status == StatusCode::SWITCHING_PROTOCOLS {
@@ -741,19 +868,8 @@ fn relay_response(
         .settings
         .forwarding
         .apply_via(&mut parts.headers, parts.version);
-    if !route.response_headers.is_empty() {
-        let uri = entry.uri.clone();
-        let empty = HeaderMap::new();
-        let vars = Vars {
-            method: &entry.method,
-            uri: &uri,
-            headers: &empty,
-            host: route_host,
-            conn,
-            request_id: entry.request_id.to_str().unwrap_or(""),
-            captures,
-        };
-        route.response_headers.apply(&mut parts.headers, &vars);
+    if apply_rules {
+        response_rules(&mut parts.headers, route, conn, route_host, captures, entry);
     }
     if let Some(protocol) = upgrade_protocol {
         parts
@@ -768,6 +884,31 @@ fn relay_response(
         in_flight: Some(in_flight),
         idle: Some(route.upstream.policy().timeouts.idle),
     })
+}
+
+/// Applies the route's response header rules.
+fn response_rules(
+    headers: &mut HeaderMap,
+    route: &ProxyRoute,
+    conn: &Arc<ConnInfo>,
+    route_host: &str,
+    captures: &[Option<&str>],
+    entry: &AccessEntry,
+) {
+    if route.response_headers.is_empty() {
+        return;
+    }
+    let empty = HeaderMap::new();
+    let vars = Vars {
+        method: &entry.method,
+        uri: &entry.uri,
+        headers: &empty,
+        host: route_host,
+        conn,
+        request_id: entry.request_id.to_str().unwrap_or(""),
+        captures,
+    };
+    route.response_headers.apply(headers, &vars);
 }
 
 /// Copies bytes both ways between the client's and the upstream's upgraded connections.

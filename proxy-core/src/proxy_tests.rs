@@ -35,6 +35,7 @@ fn proxy_route(up: &Arc<Upstream>) -> ProxyRoute {
         host: HostRewrite::Pass,
         request_headers: HeaderRules::default(),
         response_headers: HeaderRules::default(),
+        cache: None,
     }
 }
 
@@ -105,7 +106,7 @@ async fn forwards_with_header_policy_and_rewrite() {
     let p = proxy(
         vec![route(
             PathMatch::Prefix("/api/".into()),
-            RouteAction::Proxy(r),
+            RouteAction::Proxy(Arc::new(r)),
         )],
         settings,
     );
@@ -153,7 +154,7 @@ async fn generates_request_id_and_normalizes_path() {
             admin,
             route(
                 PathMatch::Prefix("/".into()),
-                RouteAction::Proxy(proxy_route(&up)),
+                RouteAction::Proxy(Arc::new(proxy_route(&up))),
             ),
         ],
         Settings::default(),
@@ -209,7 +210,7 @@ async fn refused_endpoint_fails_over_and_is_ejected() {
     let p = proxy(
         vec![route(
             PathMatch::Prefix("/".into()),
-            RouteAction::Proxy(proxy_route(&up)),
+            RouteAction::Proxy(Arc::new(proxy_route(&up))),
         )],
         Settings::default(),
     );
@@ -266,7 +267,7 @@ async fn reset_retries_idempotent_but_not_post() {
     let p = proxy(
         vec![route(
             PathMatch::Prefix("/".into()),
-            RouteAction::Proxy(proxy_route(&up)),
+            RouteAction::Proxy(Arc::new(proxy_route(&up))),
         )],
         Settings::default(),
     );
@@ -298,7 +299,7 @@ async fn all_down_gives_503_with_retry_after_then_timeouts_give_504() {
     let p = proxy(
         vec![route(
             PathMatch::Prefix("/".into()),
-            RouteAction::Proxy(proxy_route(&up)),
+            RouteAction::Proxy(Arc::new(proxy_route(&up))),
         )],
         Settings::default(),
     );
@@ -317,7 +318,7 @@ async fn all_down_gives_503_with_retry_after_then_timeouts_give_504() {
     let p = proxy(
         vec![route(
             PathMatch::Prefix("/".into()),
-            RouteAction::Proxy(proxy_route(&up)),
+            RouteAction::Proxy(Arc::new(proxy_route(&up))),
         )],
         Settings::default(),
     );
@@ -336,7 +337,7 @@ async fn limits_answer_before_routing() {
     let p = proxy(
         vec![route(
             PathMatch::Prefix("/".into()),
-            RouteAction::Proxy(proxy_route(&up)),
+            RouteAction::Proxy(Arc::new(proxy_route(&up))),
         )],
         settings,
     );
@@ -374,7 +375,10 @@ async fn host_rewrite_to_endpoint_and_consistent_hash_on_header() {
     let mut r = proxy_route(&up);
     r.host = HostRewrite::Endpoint;
     let p = proxy(
-        vec![route(PathMatch::Prefix("/".into()), RouteAction::Proxy(r))],
+        vec![route(
+            PathMatch::Prefix("/".into()),
+            RouteAction::Proxy(Arc::new(r)),
+        )],
         Settings::default(),
     );
     let mut first = None;
@@ -397,7 +401,7 @@ async fn http10_request_without_host_gets_the_endpoint_name() {
     let p = proxy(
         vec![route(
             PathMatch::Prefix("/".into()),
-            RouteAction::Proxy(proxy_route(&up)),
+            RouteAction::Proxy(Arc::new(proxy_route(&up))),
         )],
         Settings::default(),
     );
@@ -415,7 +419,7 @@ async fn max_forwards_is_honoured_for_options_and_trace() {
     let p = proxy(
         vec![route(
             PathMatch::Prefix("/".into()),
-            RouteAction::Proxy(proxy_route(&up)),
+            RouteAction::Proxy(Arc::new(proxy_route(&up))),
         )],
         Settings::default(),
     );
@@ -476,7 +480,7 @@ async fn early_data_allows_only_safe_methods_and_marks_them() {
     let p = proxy(
         vec![route(
             PathMatch::Prefix("/".into()),
-            RouteAction::Proxy(proxy_route(&up)),
+            RouteAction::Proxy(Arc::new(proxy_route(&up))),
         )],
         Settings::default(),
     );
@@ -516,7 +520,7 @@ async fn alt_svc_is_advertised_on_tcp_responses_only() {
     let p = proxy(
         vec![route(
             PathMatch::Prefix("/".into()),
-            RouteAction::Proxy(proxy_route(&up)),
+            RouteAction::Proxy(Arc::new(proxy_route(&up))),
         )],
         Settings::default(),
     );

@@ -2,7 +2,10 @@
 //! with `FILE:LINE:COL` errors (this module), and the immutable runtime [`ProxyConfig`] that
 //! the core swaps atomically on reload.
 
+mod cache;
 pub mod raw;
+
+pub use cache::{AdminSpec, parse_size};
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -26,6 +29,7 @@ use proxy_http1::{ClientOptions, ServerOptions};
 use regex::Regex;
 use toml::Spanned;
 
+use crate::caches::Caches;
 use crate::tls;
 use crate::upstream_connector::{self, UpstreamProtocol, UpstreamTls};
 use raw::{RawConfig, RawHeaderRules, RawRoute, RawUpstream};
@@ -150,11 +154,20 @@ pub struct Config {
     pub log: LogConfig,
     /// The runtime configuration for the core.
     pub proxy: ProxyConfig,
+    /// The admin listener, if configured.
+    pub admin: Option<AdminSpec>,
+    /// The cache stores the routes use (kept across reloads through the same registry).
+    pub caches: Caches,
 }
 
 /// Reads, parses and validates a configuration file. Relative file names inside it (TLS
 /// certificates and keys) are relative to the file's directory.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    load_with(path, &Caches::default())
+}
+
+/// As [`load`], taking cache stores from `caches` so that a reload keeps their contents.
+pub fn load_with(path: &Path, caches: &Caches) -> Result<Config, ConfigErrors> {
     let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors {
         file: path.to_owned(),
         errors: vec![ConfigError {
@@ -164,7 +177,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
         }],
     })?;
     let base = path.parent().unwrap_or(Path::new("."));
-    parse_in(&text, base).map_err(|errors| ConfigErrors {
+    parse_with(&text, base, caches).map_err(|errors| ConfigErrors {
         file: path.to_owned(),
         errors,
     })
@@ -178,6 +191,11 @@ pub fn parse(text: &str) -> Result<Config, Vec<ConfigError>> {
 
 /// Parses and validates configuration text, resolving relative file names against `base`.
 pub fn parse_in(text: &str, base: &Path) -> Result<Config, Vec<ConfigError>> {
+    parse_with(text, base, &Caches::default())
+}
+
+/// Parses and validates configuration text with cache stores from `caches`.
+pub fn parse_with(text: &str, base: &Path, caches: &Caches) -> Result<Config, Vec<ConfigError>> {
     let raw: RawConfig = toml::from_str(text).map_err(|e| {
         let (line, col) = e.span().map_or((1, 1), |s| line_col(text, s.start));
         vec![ConfigError {
@@ -189,6 +207,7 @@ pub fn parse_in(text: &str, base: &Path) -> Result<Config, Vec<ConfigError>> {
     let mut v = Validator {
         text,
         base,
+        caches,
         errors: Vec::new(),
     };
     let config = v.config(raw);
@@ -229,6 +248,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 struct Validator<'a> {
     text: &'a str,
     base: &'a Path,
+    caches: &'a Caches,
     errors: Vec<ConfigError>,
 }
 
@@ -315,6 +335,9 @@ impl Validator<'_> {
             }
         }
 
+        let registry = self.caches;
+        let mut stores = self.caches(&raw.caches, registry);
+        let admin = self.admin(&raw.admin);
         let mut vhosts = Vec::new();
         for server in &raw.servers {
             let s = server.get_ref();
@@ -322,9 +345,14 @@ impl Validator<'_> {
             let server_resp = self.header_rules(&s.response_headers);
             let mut routes = Vec::new();
             for route in &s.routes {
-                if let Some(r) =
-                    self.route(route, &upstreams, &raw.upstreams, &server_req, &server_resp)
-                {
+                if let Some(r) = self.route(
+                    route,
+                    &upstreams,
+                    &raw.upstreams,
+                    &server_req,
+                    &server_resp,
+                    &mut stores,
+                ) {
                     routes.push(r);
                 }
             }
@@ -358,6 +386,8 @@ impl Validator<'_> {
                 routes,
                 settings: Settings { forwarding, limits },
             },
+            admin,
+            caches: registry.clone(),
         })
     }
 
@@ -892,6 +922,7 @@ impl Validator<'_> {
         declared: &BTreeMap<String, Spanned<RawUpstream>>,
         server_req: &HeaderRules,
         server_resp: &HeaderRules,
+        stores: &mut BTreeMap<String, cache::StoreSpec>,
     ) -> Option<Route<RouteAction>> {
         let r = route.get_ref();
         let span = route.span();
@@ -995,13 +1026,14 @@ impl Validator<'_> {
                 };
                 let request_headers = merge(server_req, self.header_rules(&r.request_headers));
                 let response_headers = merge(server_resp, self.header_rules(&r.response_headers));
-                RouteAction::Proxy(ProxyRoute {
+                RouteAction::Proxy(Arc::new(ProxyRoute {
                     upstream: upstream.clone(),
                     rewrite,
                     host,
                     request_headers,
                     response_headers,
-                })
+                    cache: self.route_cache(&r.cache, stores, self.caches),
+                }))
             }
         };
         Some(Route {

@@ -30,6 +30,77 @@ pub struct RawConfig {
     /// Virtual hosts.
     #[serde(default)]
     pub servers: Vec<Spanned<RawServer>>,
+    /// Named cache stores; `default` is the one `cache = true` uses.
+    #[serde(default)]
+    pub caches: BTreeMap<String, Spanned<RawCache>>,
+    /// The admin listener (cache purge, stats).
+    pub admin: Option<Spanned<RawAdmin>>,
+}
+
+/// `[caches.NAME]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCache {
+    /// Bytes the store may hold: `256MiB`, `1GiB`, or a number of bytes (default 256 MiB).
+    pub size: Option<Spanned<RawSize>>,
+    /// Largest body stored (default 8 MiB).
+    pub max_object_size: Option<Spanned<RawSize>>,
+    /// The cache's name in `Cache-Status` (default `proxy-bin`).
+    pub name: Option<Spanned<String>>,
+    /// How long coalesced misses wait for the first one's response head (default 5s).
+    pub coalesce_timeout: Option<Spanned<String>>,
+    /// How long stale responses with validators are kept for revalidation (default 10m).
+    pub stale_retention: Option<Spanned<String>>,
+    /// Longest heuristic freshness (default 24h).
+    pub heuristic_max: Option<Spanned<String>>,
+}
+
+/// A size: a number of bytes or a string with a unit.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawSize {
+    /// Bytes.
+    Bytes(u64),
+    /// `64KiB`, `8MiB`, `1GiB`, `512KB`, `10MB`.
+    Text(String),
+}
+
+/// `[admin]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    /// `ip:port` to bind (keep it on loopback or a private network).
+    pub address: Spanned<String>,
+    /// When set, requests must carry `Authorization: Bearer <secret>`.
+    pub secret: Option<Spanned<String>>,
+}
+
+/// `cache = true | false | "store" | { ... }` on a route.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawRouteCache {
+    /// `true`: the `default` store and standard rules; `false`: no cache.
+    Enabled(bool),
+    /// The name of a `[caches.NAME]` store.
+    Store(String),
+    /// The table form.
+    Table(RawRouteCacheTable),
+}
+
+/// The table form of a route's `cache`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRouteCacheTable {
+    /// Off with `false` (default true).
+    pub enabled: Option<bool>,
+    /// The store (default `default`).
+    pub store: Option<String>,
+    /// Largest body stored for this route (default: the store's).
+    pub max_object_size: Option<RawSize>,
+    /// Non-standard: freshness for storable responses that carry none.
+    pub default_ttl: Option<String>,
+    /// Request header fields that join the cache key.
+    pub key_headers: Option<Vec<String>>,
 }
 
 /// `[log]`
@@ -335,6 +406,8 @@ pub struct RawRoute {
     pub request_headers: Option<Spanned<RawHeaderRules>>,
     /// Response header edits (after the server's).
     pub response_headers: Option<Spanned<RawHeaderRules>>,
+    /// Response caching for this route.
+    pub cache: Option<Spanned<RawRouteCache>>,
 }
 
 /// `redirect = { status = 301, location = "..." }`

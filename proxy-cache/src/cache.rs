@@ -1,0 +1,1090 @@
+//! The cache in front of one route: [`HttpCache`] implements `proxy_core::CacheHook` and runs
+//! lookup, validation, serve-stale, coalescing, storing and invalidation.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::request::Parts;
+use http::{Method, Request, Response, StatusCode};
+use proxy_core::body::{self, ProxyBody};
+use proxy_core::{CacheHook, CacheLog, CacheTarget, Origin, OriginFuture, ProxyError};
+
+use crate::coalesce::{self, Coalescer, Join, Lead, Outcome, Shared};
+use crate::conditional::{self, Precondition};
+use crate::directives::{self, RequestDirectives, ResponseDirectives};
+use crate::fill::Fill;
+use crate::freshness::{self, Exchange, Heuristic, Lifetime, Usability};
+use crate::key;
+use crate::range;
+use crate::status::{CacheStatus, Forward};
+use crate::storable::{self, NotStored, RequestFacts};
+use crate::store::{Entry, Stats, Store};
+
+/// The targeted cache-control field this cache obeys (RFC 9213).
+pub const CDN_CACHE_CONTROL: HeaderName = HeaderName::from_static("cdn-cache-control");
+
+/// The `Cache-Status` field (RFC 9211).
+pub const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
+
+/// A route's cache policy.
+#[derive(Debug, Clone)]
+pub struct CacheConfig {
+    /// The cache's name in `Cache-Status`.
+    pub name: String,
+    /// The largest body stored; larger responses stream to the client unstored.
+    pub max_object_size: u64,
+    /// Non-standard: a freshness lifetime for storable responses that carry no explicit or
+    /// heuristic freshness. Off by default.
+    pub default_ttl: Option<Duration>,
+    /// Request fields that join the cache key (like a `Vary` every response has).
+    pub key_headers: Vec<HeaderName>,
+    /// Heuristic freshness (RFC 9111 section 4.2.2).
+    pub heuristic: Heuristic,
+    /// How long a coalesced miss waits for the leader's response head before going upstream.
+    pub coalesce_timeout: Duration,
+    /// How long a stale response with a validator is kept for conditional requests.
+    pub stale_retention: Duration,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            name: "proxy-bin".into(),
+            max_object_size: 8 << 20,
+            default_ttl: None,
+            key_headers: Vec::new(),
+            heuristic: Heuristic::default(),
+            coalesce_timeout: Duration::from_secs(5),
+            stale_retention: Duration::from_secs(600),
+        }
+    }
+}
+
+/// A clock for the age calculation; tests substitute their own.
+pub type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
+
+/// Storage shared by every route that uses it: the store, the misses in flight and the
+/// background revalidations. Cloning shares it.
+#[derive(Clone)]
+pub struct CacheStore {
+    store: Store,
+    coalescer: Arc<Coalescer>,
+    revalidating: Arc<Mutex<HashSet<String>>>,
+}
+
+impl std::fmt::Debug for CacheStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CacheStore")
+            .field("store", &self.store)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CacheStore {
+    /// A store of at most `max_bytes`.
+    pub fn new(max_bytes: u64) -> Self {
+        CacheStore {
+            store: Store::new(max_bytes),
+            coalescer: Arc::new(Coalescer::default()),
+            revalidating: Arc::default(),
+        }
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> &Arc<Stats> {
+        self.store.stats()
+    }
+
+    /// Entries and bytes held.
+    pub async fn usage(&self) -> (u64, u64) {
+        self.store.usage().await
+    }
+
+    /// Removes every variant stored for the absolute URI `uri`; true when one was stored.
+    pub async fn purge(&self, uri: &str) -> bool {
+        self.store.remove(uri).await
+    }
+
+    /// Removes every URI that starts with `prefix`; returns how many.
+    pub fn purge_prefix(&self, prefix: &str) -> u64 {
+        self.store.remove_prefix(prefix)
+    }
+
+    /// Runs the store's pending maintenance; a server calls this periodically so that size
+    /// accounting and expiry keep up when traffic is light.
+    pub async fn maintain(&self) {
+        self.store.maintain().await;
+    }
+
+    /// Misses currently waiting on an upstream response.
+    pub fn misses_in_flight(&self) -> usize {
+        self.coalescer.in_flight()
+    }
+}
+
+/// A route's cache: policy plus shared storage.
+#[derive(Clone)]
+pub struct HttpCache {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: CacheConfig,
+    store: CacheStore,
+    clock: Clock,
+}
+
+impl std::fmt::Debug for HttpCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpCache")
+            .field("config", &self.inner.config)
+            .field("store", &self.inner.store)
+            .finish()
+    }
+}
+
+impl HttpCache {
+    /// A cache with `config` storing into `store`.
+    pub fn new(config: CacheConfig, store: CacheStore) -> Self {
+        Self::with_clock(config, store, Arc::new(SystemTime::now))
+    }
+
+    /// As [`HttpCache::new`], with a clock of the caller's choosing.
+    pub fn with_clock(config: CacheConfig, store: CacheStore, clock: Clock) -> Self {
+        HttpCache {
+            inner: Arc::new(Inner {
+                config,
+                store,
+                clock,
+            }),
+        }
+    }
+
+    /// The shared storage.
+    pub fn store(&self) -> &CacheStore {
+        &self.inner.store
+    }
+}
+
+impl CacheHook for HttpCache {
+    fn serve(&self, target: CacheTarget, req: Request<ProxyBody>, origin: Origin) -> OriginFuture {
+        let inner = self.inner.clone();
+        Box::pin(async move { inner.serve(target, req, origin).await })
+    }
+}
+
+/// Request fields the cache replaces with its own validators when it goes forward to fill or
+/// revalidate (it answers the client's own preconditions and ranges itself).
+const CLIENT_CONDITIONALS: [HeaderName; 5] = [
+    header::IF_NONE_MATCH,
+    header::IF_MODIFIED_SINCE,
+    header::IF_MATCH,
+    header::IF_UNMODIFIED_SINCE,
+    header::IF_RANGE,
+];
+
+/// What the cache keeps of the client's request while the body goes forward.
+struct Asked {
+    method: Method,
+    headers: HeaderMap,
+    directives: RequestDirectives,
+    /// A POST whose response names the request's own URI in `Content-Location`.
+    content_location_is_target: bool,
+}
+
+impl Inner {
+    async fn serve(
+        self: Arc<Self>,
+        target: CacheTarget,
+        req: Request<ProxyBody>,
+        origin: Origin,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let key = key::primary(&target);
+        if req.headers().contains_key(header::UPGRADE) {
+            return origin.send(req).await;
+        }
+        match *req.method() {
+            Method::GET | Method::HEAD => self.lookup(key, req, origin).await,
+            ref m if m.is_safe() => {
+                let resp = origin.send(req).await?;
+                Ok(self.forwarded(resp, Forward::Method, None, "bypass"))
+            }
+            _ => self.unsafe_method(key, target, req, origin).await,
+        }
+    }
+
+    fn now(&self) -> SystemTime {
+        (self.clock)()
+    }
+
+    async fn lookup(
+        self: Arc<Self>,
+        key: String,
+        req: Request<ProxyBody>,
+        origin: Origin,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let directives = directives::parse_request(req.headers());
+        let variants = self.store.store.get(&key).await;
+        let selected = variants.as_ref().and_then(|v| {
+            v.entries
+                .iter()
+                .filter(|e| key::matches(req.headers(), &e.secondary))
+                .max_by_key(|e| e.exchange.date)
+                .cloned()
+        });
+        let Some(entry) = selected else {
+            if directives.only_if_cached {
+                return Ok(self.gateway_timeout());
+            }
+            Stats::bump(&self.store.stats().misses);
+            let why = if variants.is_some() {
+                Forward::VaryMiss
+            } else {
+                Forward::UriMiss
+            };
+            return self.miss(key, req, origin, directives, why).await;
+        };
+        let now = self.now();
+        let age = entry.age(now);
+        let lifetime = entry.lifetime.secs();
+        let ttl = lifetime as i64 - age as i64;
+        match freshness::usability(&entry.cc, &directives, lifetime, age) {
+            Usability::Fresh | Usability::StaleAllowed => {
+                Stats::bump(&self.store.stats().hits);
+                let status = CacheStatus {
+                    hit: true,
+                    ttl: Some(ttl),
+                    ..CacheStatus::default()
+                };
+                let log = if ttl > 0 { "hit" } else { "stale" };
+                Ok(self.stored(&entry, &req, age, status, log))
+            }
+            Usability::StaleWhileRevalidate => {
+                Stats::bump(&self.store.stats().hits);
+                self.clone()
+                    .revalidate_in_background(key, &entry, &req, origin);
+                let status = CacheStatus {
+                    hit: true,
+                    ttl: Some(ttl),
+                    detail: Some("stale-while-revalidate"),
+                    ..CacheStatus::default()
+                };
+                Ok(self.stored(&entry, &req, age, status, "stale"))
+            }
+            Usability::Validate => {
+                if directives.only_if_cached {
+                    return Ok(self.gateway_timeout());
+                }
+                self.revalidate(key, entry, req, origin, directives).await
+            }
+        }
+    }
+
+    /// Sends a conditional request for a stored response and answers from its outcome.
+    async fn revalidate(
+        self: Arc<Self>,
+        key: String,
+        entry: Arc<Entry>,
+        req: Request<ProxyBody>,
+        origin: Origin,
+        directives: RequestDirectives,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        Stats::bump(&self.store.stats().revalidations);
+        let (parts, body) = req.into_parts();
+        let asked = Asked {
+            method: parts.method.clone(),
+            headers: parts.headers.clone(),
+            directives,
+            content_location_is_target: false,
+        };
+        let cond = conditional_request(parts, body, &entry);
+        let request_time = self.now();
+        let fwd = if asked.directives.no_cache || asked.directives.max_age.is_some() {
+            Forward::Request
+        } else {
+            Forward::Stale
+        };
+        match origin.send(cond).await {
+            Ok(resp) if resp.status() == StatusCode::NOT_MODIFIED => {
+                let response_time = self.now();
+                let Some(fresh) = self.freshen(&entry, resp.headers(), request_time, response_time)
+                else {
+                    // The 304 is for a different representation: drop ours and go again.
+                    self.store.store.remove(&key).await;
+                    return self
+                        .miss(key, rebuild(&asked), origin, asked.directives, fwd)
+                        .await;
+                };
+                let fresh = Arc::new(fresh);
+                self.store.store.replace(&key, &entry, fresh.clone()).await;
+                let age = fresh.age(response_time);
+                let status = CacheStatus {
+                    fwd: Some(fwd),
+                    fwd_status: Some(304),
+                    ttl: Some(fresh.lifetime.secs() as i64 - age as i64),
+                    ..CacheStatus::default()
+                };
+                Ok(self.stored_for(&fresh, &asked, age, status, "revalidated"))
+            }
+            Ok(resp) if resp.status().is_server_error() => {
+                let now = self.now();
+                let staleness = entry.age(now).saturating_sub(entry.lifetime.secs());
+                if freshness::stale_if_error(&entry.cc, &asked.directives, staleness) {
+                    Stats::bump(&self.store.stats().stale_on_error);
+                    let status = CacheStatus {
+                        fwd: Some(Forward::Stale),
+                        fwd_status: Some(resp.status().as_u16()),
+                        ttl: Some(-(staleness as i64)),
+                        detail: Some("stale-if-error"),
+                        ..CacheStatus::default()
+                    };
+                    return Ok(self.stored_for(
+                        &entry,
+                        &asked,
+                        entry.age(now),
+                        status,
+                        "stale-error",
+                    ));
+                }
+                self.store_response(key, &asked, resp, request_time, None, fwd)
+                    .await
+            }
+            Ok(resp) => {
+                self.store_response(key, &asked, resp, request_time, None, fwd)
+                    .await
+            }
+            Err(e) => {
+                let now = self.now();
+                let staleness = entry.age(now).saturating_sub(entry.lifetime.secs());
+                if is_origin_failure(&e)
+                    && freshness::stale_if_error(&entry.cc, &asked.directives, staleness)
+                {
+                    Stats::bump(&self.store.stats().stale_on_error);
+                    tracing::info!(key, error = %e, "serving stale response on origin failure");
+                    let status = CacheStatus {
+                        fwd: Some(Forward::Stale),
+                        ttl: Some(-(staleness as i64)),
+                        detail: Some("stale-if-error"),
+                        ..CacheStatus::default()
+                    };
+                    return Ok(self.stored_for(
+                        &entry,
+                        &asked,
+                        entry.age(now),
+                        status,
+                        "stale-error",
+                    ));
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// RFC 5861 section 3: one background revalidation per URI at a time.
+    fn revalidate_in_background(
+        self: Arc<Self>,
+        key: String,
+        entry: &Arc<Entry>,
+        req: &Request<ProxyBody>,
+        origin: Origin,
+    ) {
+        {
+            let mut set = self
+                .store
+                .revalidating
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if !set.insert(key.clone()) {
+                return;
+            }
+        }
+        let mut head = Request::new(());
+        *head.method_mut() = Method::GET;
+        *head.uri_mut() = req.uri().clone();
+        *head.version_mut() = req.version();
+        *head.headers_mut() = req.headers().clone();
+        let (parts, ()) = head.into_parts();
+        let cond = conditional_request(parts, body::empty(), entry);
+        let entry = entry.clone();
+        tokio::spawn(async move {
+            Stats::bump(&self.store.stats().revalidations);
+            let request_time = self.now();
+            let asked = Asked {
+                method: Method::GET,
+                headers: cond.headers().clone(),
+                directives: RequestDirectives::default(),
+                content_location_is_target: false,
+            };
+            match origin.send(cond).await {
+                Ok(resp) if resp.status() == StatusCode::NOT_MODIFIED => {
+                    let response_time = self.now();
+                    if let Some(fresh) =
+                        self.freshen(&entry, resp.headers(), request_time, response_time)
+                    {
+                        self.store
+                            .store
+                            .replace(&key, &entry, Arc::new(fresh))
+                            .await;
+                    }
+                }
+                Ok(resp) if !resp.status().is_server_error() => {
+                    // Drive the fill to its end: nobody reads it, the store does.
+                    if let Ok(resp) = self
+                        .clone()
+                        .store_response(
+                            key.clone(),
+                            &asked,
+                            resp,
+                            request_time,
+                            None,
+                            Forward::Stale,
+                        )
+                        .await
+                    {
+                        let _ = http_body_util::BodyExt::collect(resp.into_body()).await;
+                    }
+                }
+                Ok(resp) => {
+                    tracing::debug!(
+                        key,
+                        status = resp.status().as_u16(),
+                        "background revalidation failed"
+                    );
+                }
+                Err(e) => {
+                    tracing::debug!(key, error = %e, "background revalidation failed");
+                }
+            }
+            self.store
+                .revalidating
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&key);
+        });
+    }
+
+    /// Nothing usable is stored: go upstream, coalescing with other misses where the request
+    /// allows it, and store what may be stored.
+    async fn miss(
+        self: Arc<Self>,
+        key: String,
+        req: Request<ProxyBody>,
+        origin: Origin,
+        directives: RequestDirectives,
+        why: Forward,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let plain = *req.method() == Method::GET
+            && !directives.no_cache
+            && !directives.no_store
+            && directives.max_age.is_none()
+            && directives.min_fresh.is_none()
+            && !req.headers().contains_key(header::RANGE)
+            && !req.headers().contains_key(header::AUTHORIZATION);
+        let mut lead = None;
+        if plain {
+            match self.store.coalescer.join(&key) {
+                Join::Lead(l) => lead = Some(l),
+                Join::Wait(rx) => {
+                    match coalesce::wait(rx, self.config.coalesce_timeout).await {
+                        Outcome::Shared(shared)
+                            if key::matches(req.headers(), &shared.secondary) =>
+                        {
+                            if let Some(resp) = self.shared_response(&shared, &req) {
+                                Stats::bump(&self.store.stats().coalesced);
+                                return Ok(resp);
+                            }
+                        }
+                        _ => {}
+                    }
+                    // Nothing shared: maybe the leader stored it meanwhile.
+                    if let Some(v) = self.store.store.get(&key).await
+                        && v.entries
+                            .iter()
+                            .any(|e| key::matches(req.headers(), &e.secondary))
+                    {
+                        return Box::pin(self.lookup(key, req, origin)).await;
+                    }
+                }
+            }
+        }
+        let (mut parts, body) = req.into_parts();
+        let asked = Asked {
+            method: parts.method.clone(),
+            headers: parts.headers.clone(),
+            directives,
+            content_location_is_target: false,
+        };
+        if plain {
+            // The cache answers the client's preconditions itself from the full response.
+            for name in &CLIENT_CONDITIONALS {
+                parts.headers.remove(name);
+            }
+        }
+        let request_time = self.now();
+        let resp = origin.send(Request::from_parts(parts, body)).await?;
+        self.store_response(key, &asked, resp, request_time, lead, why)
+            .await
+    }
+
+    /// Decides whether `resp` is stored, starts the fill if it is, shares it with coalesced
+    /// waiters, and answers the client.
+    async fn store_response(
+        self: Arc<Self>,
+        key: String,
+        asked: &Asked,
+        resp: Response<ProxyBody>,
+        request_time: SystemTime,
+        lead: Option<Lead>,
+        why: Forward,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let response_time = self.now();
+        let (mut parts, body) = resp.into_parts();
+        // RFC 9110 section 6.6.1: a recipient with a clock adds Date when there is none.
+        if !parts.headers.contains_key(header::DATE) {
+            parts.headers.insert(
+                header::DATE,
+                HeaderValue::from_str(&httpdate::fmt_http_date(response_time))
+                    .unwrap_or(HeaderValue::from_static("")),
+            );
+        }
+        let cc = effective_directives(&parts.headers);
+        let exchange = Exchange::new(&parts.headers, request_time, response_time);
+        let mut lifetime = freshness::lifetime(
+            parts.status,
+            &parts.headers,
+            &cc,
+            exchange.date,
+            self.config.heuristic,
+        );
+        if lifetime == Lifetime::None
+            && let Some(ttl) = self.config.default_ttl
+        {
+            lifetime = Lifetime::Explicit(ttl.as_secs());
+        }
+        let facts = RequestFacts {
+            method: &asked.method,
+            authorization: asked.headers.contains_key(header::AUTHORIZATION),
+            no_store: asked.directives.no_store,
+            content_location_is_target: asked.content_location_is_target,
+        };
+        let mut verdict = storable::check(facts, parts.status, &parts.headers, &cc, lifetime)
+            .map_err(NotStored::as_str);
+        if asked.method == Method::HEAD {
+            verdict = Err("head");
+        }
+        if verdict.is_ok()
+            && proxy_core::multiplexed::content_length(&parts.headers)
+                .is_some_and(|len| len > self.config.max_object_size)
+        {
+            verdict = Err("too-big");
+        }
+        let fwd_status = parts.status.as_u16();
+        if let Err(reason) = verdict {
+            drop(lead);
+            tracing::debug!(key, reason, status = fwd_status, "response not stored");
+            let resp = Response::from_parts(parts, body);
+            return Ok(self.forwarded(resp, why, Some(reason), "miss"));
+        }
+
+        let age = exchange.current_age(response_time);
+        let ttl = lifetime.secs() as i64 - age as i64;
+        let mut stored_headers = parts.headers.clone();
+        storable::strip_unstored(&mut stored_headers, &cc);
+        let secondary = key::secondary(&asked.headers, &parts.headers, &self.config.key_headers);
+        let fill = Fill::new(self.config.max_object_size, true);
+        let reader = fill.reader();
+        let fresh_on_arrival = ttl > 0 && cc.no_cache == crate::directives::FieldList::Absent;
+        if let Some(lead) = &lead
+            && fresh_on_arrival
+        {
+            lead.share(Arc::new(Shared {
+                status: parts.status,
+                headers: parts.headers.clone(),
+                fill: fill.clone(),
+                secondary: secondary.clone(),
+                ttl,
+            }));
+        }
+        let lead = lead.filter(|_| fresh_on_arrival);
+        let keep = self.keep(&cc, lifetime, age, &stored_headers);
+        let entry_head = (
+            parts.status,
+            stored_headers,
+            exchange,
+            cc,
+            lifetime,
+            secondary,
+        );
+        let store = self.store.store.clone();
+        tokio::spawn(async move {
+            if let Some(filled) = fill.run(body).await {
+                let (status, headers, exchange, cc, lifetime, secondary) = entry_head;
+                let entry = Entry {
+                    status,
+                    headers,
+                    body: filled.body,
+                    trailers: filled.trailers,
+                    exchange,
+                    cc,
+                    lifetime,
+                    secondary,
+                    keep,
+                };
+                store.insert(&key, Arc::new(entry)).await;
+            }
+            // Waiters that arrive from now on find the stored entry (or lead their own miss).
+            drop(lead);
+        });
+        let body = match reader {
+            Some(r) => body::boxed(r),
+            None => body::empty(),
+        };
+        let status = CacheStatus {
+            fwd: Some(why),
+            fwd_status: Some(fwd_status),
+            ttl: Some(ttl),
+            stored: true,
+            ..CacheStatus::default()
+        };
+        let mut resp = Response::from_parts(parts, body);
+        self.answer_preconditions(&mut resp, asked);
+        self.finish(&mut resp, &status, "miss");
+        Ok(resp)
+    }
+
+    /// How long moka keeps an entry: the freshness left, plus the windows in which a stale
+    /// copy still serves (stale-while-revalidate, stale-if-error, conditional requests).
+    fn keep(
+        &self,
+        cc: &ResponseDirectives,
+        lifetime: Lifetime,
+        age: u64,
+        headers: &HeaderMap,
+    ) -> Duration {
+        let fresh = lifetime.secs().saturating_sub(age);
+        let window = cc
+            .stale_while_revalidate
+            .unwrap_or(0)
+            .max(cc.stale_if_error.unwrap_or(0));
+        let validator =
+            if headers.contains_key(header::ETAG) || headers.contains_key(header::LAST_MODIFIED) {
+                self.config.stale_retention.as_secs()
+            } else {
+                0
+            };
+        Duration::from_secs(
+            fresh
+                .saturating_add(window)
+                .saturating_add(validator)
+                .max(1),
+        )
+    }
+
+    /// RFC 9111 section 4.3.4: a stored response freshened by a 304. `None` when the 304's
+    /// validator names a different representation.
+    fn freshen(
+        &self,
+        entry: &Entry,
+        not_modified: &HeaderMap,
+        request_time: SystemTime,
+        response_time: SystemTime,
+    ) -> Option<Entry> {
+        if let (Some(new), Some(old)) = (
+            not_modified.get(header::ETAG),
+            entry.headers.get(header::ETAG),
+        ) && new.as_bytes().strip_prefix(b"W/").unwrap_or(new.as_bytes())
+            != old.as_bytes().strip_prefix(b"W/").unwrap_or(old.as_bytes())
+        {
+            return None;
+        }
+        let mut update = not_modified.clone();
+        let cc_304 = effective_directives(&update);
+        storable::strip_unstored(&mut update, &cc_304);
+        update.remove(header::CONTENT_LENGTH);
+        let mut headers = entry.headers.clone();
+        // Section 3.2: every field in the 304 replaces the stored field of the same name.
+        let mut last: Option<HeaderName> = None;
+        for (name, value) in update {
+            match name {
+                Some(n) => {
+                    headers.insert(n.clone(), value);
+                    last = Some(n);
+                }
+                None => {
+                    if let Some(n) = &last {
+                        headers.append(n.clone(), value);
+                    }
+                }
+            }
+        }
+        if !not_modified.contains_key(header::DATE) {
+            headers.insert(
+                header::DATE,
+                HeaderValue::from_str(&httpdate::fmt_http_date(response_time))
+                    .unwrap_or(HeaderValue::from_static("")),
+            );
+        }
+        let cc = effective_directives(&headers);
+        let exchange = Exchange::new(&headers, request_time, response_time);
+        let mut lifetime = freshness::lifetime(
+            entry.status,
+            &headers,
+            &cc,
+            exchange.date,
+            self.config.heuristic,
+        );
+        if lifetime == Lifetime::None
+            && let Some(ttl) = self.config.default_ttl
+        {
+            lifetime = Lifetime::Explicit(ttl.as_secs());
+        }
+        let age = exchange.current_age(response_time);
+        let keep = self.keep(&cc, lifetime, age, &headers);
+        Some(Entry {
+            status: entry.status,
+            headers,
+            body: entry.body.clone(),
+            trailers: entry.trailers.clone(),
+            exchange,
+            cc,
+            lifetime,
+            secondary: entry.secondary.clone(),
+            keep,
+        })
+    }
+
+    /// An unsafe request goes upstream; a non-error answer invalidates the target URI and the
+    /// same-origin URIs in `Location` and `Content-Location` (RFC 9111 section 4.4).
+    async fn unsafe_method(
+        self: Arc<Self>,
+        key: String,
+        target: CacheTarget,
+        req: Request<ProxyBody>,
+        origin: Origin,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let asked = Asked {
+            method: req.method().clone(),
+            headers: req.headers().clone(),
+            directives: directives::parse_request(req.headers()),
+            content_location_is_target: false,
+        };
+        let request_time = self.now();
+        let resp = origin.send(req).await?;
+        let status = resp.status();
+        let mut stores_post = false;
+        if status.is_success() || status.is_redirection() {
+            let mut uris = vec![key];
+            for name in [header::LOCATION, header::CONTENT_LOCATION] {
+                if let Some(uri) = resp
+                    .headers()
+                    .get(&name)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| same_origin(&target, v))
+                {
+                    uris.push(uri);
+                }
+            }
+            // RFC 9110 section 9.3.3: a POST response whose Content-Location is the target
+            // is a representation of it, reusable for later GETs once the old one is gone.
+            stores_post =
+                asked.method == Method::POST && uris.iter().skip(1).any(|u| *u == uris[0]);
+            for uri in &uris {
+                self.store.store.remove(uri).await;
+            }
+            tracing::debug!(uris = ?uris, status = status.as_u16(), "invalidated by unsafe method");
+        }
+        if stores_post {
+            let key = key::primary(&target);
+            let asked = Asked {
+                content_location_is_target: true,
+                ..asked
+            };
+            return self
+                .store_response(key, &asked, resp, request_time, None, Forward::Method)
+                .await;
+        }
+        Ok(self.forwarded(resp, Forward::Method, None, "bypass"))
+    }
+
+    /// A waiter's response from the leader's fill.
+    fn shared_response(
+        &self,
+        shared: &Shared,
+        req: &Request<ProxyBody>,
+    ) -> Option<Response<ProxyBody>> {
+        let reader = shared.fill.reader()?;
+        let mut resp = Response::new(body::boxed(reader));
+        *resp.status_mut() = shared.status;
+        *resp.headers_mut() = shared.headers.clone();
+        let asked = Asked {
+            method: req.method().clone(),
+            headers: req.headers().clone(),
+            directives: RequestDirectives::default(),
+            content_location_is_target: false,
+        };
+        self.answer_preconditions(&mut resp, &asked);
+        let status = CacheStatus {
+            fwd: Some(Forward::UriMiss),
+            fwd_status: Some(shared.status.as_u16()),
+            ttl: Some(shared.ttl),
+            collapsed: true,
+            ..CacheStatus::default()
+        };
+        self.finish(&mut resp, &status, "collapsed");
+        Some(resp)
+    }
+
+    /// A response from storage for the client's request.
+    fn stored(
+        &self,
+        entry: &Entry,
+        req: &Request<ProxyBody>,
+        age: u64,
+        status: CacheStatus,
+        log: &'static str,
+    ) -> Response<ProxyBody> {
+        self.respond_stored(entry, req.method(), req.headers(), age, status, log)
+    }
+
+    fn stored_for(
+        &self,
+        entry: &Entry,
+        asked: &Asked,
+        age: u64,
+        status: CacheStatus,
+        log: &'static str,
+    ) -> Response<ProxyBody> {
+        self.respond_stored(entry, &asked.method, &asked.headers, age, status, log)
+    }
+
+    fn respond_stored(
+        &self,
+        entry: &Entry,
+        method: &Method,
+        request: &HeaderMap,
+        age: u64,
+        status: CacheStatus,
+        log: &'static str,
+    ) -> Response<ProxyBody> {
+        let mut headers = entry.headers.clone();
+        headers.insert(header::AGE, HeaderValue::from(age));
+        let mut resp = match conditional::evaluate(
+            method,
+            request,
+            &entry.headers,
+            entry.exchange.response_time,
+        ) {
+            Precondition::NotModified => not_modified(&headers),
+            Precondition::Failed => precondition_failed(),
+            Precondition::Proceed => {
+                let answer = if entry.status == StatusCode::OK {
+                    range::select(method, request, &entry.headers, entry.body.len() as u64)
+                } else {
+                    range::RangeAnswer::Full
+                };
+                match range::partial(&answer, &entry.headers, &entry.body) {
+                    Some(partial) => {
+                        let mut resp = Response::new(if *method == Method::HEAD {
+                            body::empty()
+                        } else {
+                            body::full(partial.body)
+                        });
+                        *resp.status_mut() = partial.status;
+                        for (name, value) in &partial.headers {
+                            headers.insert(name.clone(), value.clone());
+                        }
+                        *resp.headers_mut() = headers;
+                        resp
+                    }
+                    None => {
+                        let body = if *method == Method::HEAD {
+                            body::empty()
+                        } else {
+                            stored_body(entry.body.clone(), entry.trailers.clone())
+                        };
+                        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(entry.body.len()));
+                        let mut resp = Response::new(body);
+                        *resp.status_mut() = entry.status;
+                        *resp.headers_mut() = headers;
+                        resp
+                    }
+                }
+            }
+        };
+        self.finish(&mut resp, &status, log);
+        resp
+    }
+
+    /// Answers the client's own preconditions (stripped from the request that went forward)
+    /// against a fresh 200 response.
+    fn answer_preconditions(&self, resp: &mut Response<ProxyBody>, asked: &Asked) {
+        if resp.status() != StatusCode::OK || !conditional::is_conditional(&asked.headers) {
+            return;
+        }
+        match conditional::evaluate(&asked.method, &asked.headers, resp.headers(), self.now()) {
+            Precondition::NotModified => {
+                let headers = resp.headers().clone();
+                *resp = not_modified(&headers);
+            }
+            Precondition::Failed => *resp = precondition_failed(),
+            Precondition::Proceed => {}
+        }
+    }
+
+    /// A forwarded response the cache did not store.
+    fn forwarded(
+        &self,
+        mut resp: Response<ProxyBody>,
+        why: Forward,
+        detail: Option<&'static str>,
+        log: &'static str,
+    ) -> Response<ProxyBody> {
+        let status = CacheStatus {
+            fwd: Some(why),
+            fwd_status: Some(resp.status().as_u16()),
+            detail,
+            ..CacheStatus::default()
+        };
+        self.finish(&mut resp, &status, log);
+        resp
+    }
+
+    /// RFC 9111 section 5.2.1.7: `only-if-cached` with nothing usable stored.
+    fn gateway_timeout(&self) -> Response<ProxyBody> {
+        let mut resp = Response::new(body::empty());
+        *resp.status_mut() = StatusCode::GATEWAY_TIMEOUT;
+        resp.headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+        let status = CacheStatus {
+            detail: Some("only-if-cached"),
+            ..CacheStatus::default()
+        };
+        self.finish(&mut resp, &status, "miss");
+        resp
+    }
+
+    fn finish(&self, resp: &mut Response<ProxyBody>, status: &CacheStatus, log: &'static str) {
+        if let Some(v) = status.value(&self.config.name) {
+            // RFC 9211 section 2: each cache appends its member to the list.
+            resp.headers_mut().append(CACHE_STATUS, v);
+        }
+        resp.extensions_mut().insert(CacheLog(log));
+    }
+}
+
+/// The directives in force: the targeted `CDN-Cache-Control` when present and valid
+/// (RFC 9213 section 2.1), otherwise `Cache-Control`.
+fn effective_directives(headers: &HeaderMap) -> ResponseDirectives {
+    directives::parse_targeted(headers, &CDN_CACHE_CONTROL)
+        .unwrap_or_else(|| directives::parse_response(headers))
+}
+
+/// The request that validates `entry`: the client's, less its own preconditions and range,
+/// plus the stored validators (RFC 9111 section 4.3.1).
+fn conditional_request(mut parts: Parts, body: ProxyBody, entry: &Entry) -> Request<ProxyBody> {
+    for name in &CLIENT_CONDITIONALS {
+        parts.headers.remove(name);
+    }
+    parts.headers.remove(header::RANGE);
+    if let Some(etag) = entry.headers.get(header::ETAG) {
+        parts.headers.insert(header::IF_NONE_MATCH, etag.clone());
+    }
+    if let Some(modified) = entry.headers.get(header::LAST_MODIFIED) {
+        parts
+            .headers
+            .insert(header::IF_MODIFIED_SINCE, modified.clone());
+    }
+    Request::from_parts(parts, body)
+}
+
+/// A bodiless request again from what was kept of it.
+fn rebuild(asked: &Asked) -> Request<ProxyBody> {
+    let mut req = Request::new(body::empty());
+    *req.method_mut() = asked.method.clone();
+    *req.headers_mut() = asked.headers.clone();
+    req
+}
+
+fn is_origin_failure(e: &ProxyError) -> bool {
+    matches!(
+        e,
+        ProxyError::Upstream(_) | ProxyError::NoHealthyEndpoint { .. }
+    )
+}
+
+/// RFC 9110 section 15.4.5: a 304 carries the fields a 200 would have, less its content.
+fn not_modified(headers: &HeaderMap) -> Response<ProxyBody> {
+    let mut resp = Response::new(body::empty());
+    *resp.status_mut() = StatusCode::NOT_MODIFIED;
+    let mut h = headers.clone();
+    for name in [
+        header::CONTENT_LENGTH,
+        header::CONTENT_TYPE,
+        header::CONTENT_RANGE,
+        header::TRANSFER_ENCODING,
+    ] {
+        h.remove(name);
+    }
+    *resp.headers_mut() = h;
+    resp
+}
+
+fn precondition_failed() -> Response<ProxyBody> {
+    let mut resp = Response::new(body::empty());
+    *resp.status_mut() = StatusCode::PRECONDITION_FAILED;
+    resp.headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    resp
+}
+
+/// A stored body, with its trailers when it had some.
+fn stored_body(data: Bytes, trailers: Option<HeaderMap>) -> ProxyBody {
+    match trailers {
+        None => body::full(data),
+        Some(t) => {
+            let frames = [
+                Ok::<_, std::convert::Infallible>(http_body::Frame::data(data)),
+                Ok(http_body::Frame::trailers(t)),
+            ];
+            body::boxed(http_body_util::StreamBody::new(futures_util::stream::iter(
+                frames,
+            )))
+        }
+    }
+}
+
+/// The absolute URI of `reference` when it has the same origin as `target` (RFC 9111
+/// section 4.4 invalidates only same-origin `Location` and `Content-Location`).
+fn same_origin(target: &CacheTarget, reference: &str) -> Option<String> {
+    let reference = reference.trim();
+    if reference.starts_with('/') && !reference.starts_with("//") {
+        let same = CacheTarget {
+            path_and_query: reference.to_owned(),
+            ..target.clone()
+        };
+        return Some(key::primary(&same));
+    }
+    let uri: http::Uri = reference.parse().ok()?;
+    let scheme = uri.scheme_str()?;
+    let authority = uri.authority()?.as_str().to_ascii_lowercase();
+    let other = CacheTarget {
+        scheme: target.scheme,
+        authority,
+        path_and_query: uri
+            .path_and_query()
+            .map_or("/", |pq| pq.as_str())
+            .to_owned(),
+    };
+    let mine = key::primary(target);
+    let theirs = key::primary(&other);
+    let origin_of = |k: &str| -> Option<String> {
+        let rest = k.split_once("://")?.1;
+        let end = rest.find('/').unwrap_or(rest.len());
+        Some(rest[..end].to_owned())
+    };
+    (scheme.eq_ignore_ascii_case(target.scheme.as_str()) && origin_of(&mine) == origin_of(&theirs))
+        .then_some(theirs)
+}

@@ -227,6 +227,14 @@ impl Inner {
         origin: Origin,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let directives = directives::parse_request(req.headers());
+        // RFC 9111 section 4.3.2: If-Match and If-Unmodified-Since "are not applicable to a
+        // cache"; they are for the origin, so the request goes there as it is.
+        if has_origin_preconditions(req.headers()) {
+            Stats::bump(&self.store.stats().misses);
+            return self
+                .miss(key, req, origin, directives, Forward::Request)
+                .await;
+        }
         let variants = self.store.store.get(&key).await;
         let selected = variants.as_ref().and_then(|v| {
             v.entries
@@ -431,8 +439,9 @@ impl Inner {
                     }
                 }
                 Ok(resp) if !resp.status().is_server_error() => {
-                    // Drive the fill to its end: nobody reads it, the store does.
-                    if let Ok(resp) = self
+                    // Nobody reads this response: its fill runs to the end for the store
+                    // alone (and gives up if it outgrows the object size limit).
+                    let stored = self
                         .clone()
                         .store_response(
                             key.clone(),
@@ -442,10 +451,8 @@ impl Inner {
                             None,
                             Forward::Stale,
                         )
-                        .await
-                    {
-                        let _ = http_body_util::BodyExt::collect(resp.into_body()).await;
-                    }
+                        .await;
+                    drop(stored);
                 }
                 Ok(resp) => {
                     tracing::debug!(
@@ -482,6 +489,7 @@ impl Inner {
             && directives.max_age.is_none()
             && directives.min_fresh.is_none()
             && !req.headers().contains_key(header::RANGE)
+            && !has_origin_preconditions(req.headers())
             && !req.headers().contains_key(header::AUTHORIZATION);
         let mut lead = None;
         if plain {
@@ -905,7 +913,14 @@ impl Inner {
                         } else {
                             stored_body(entry.body.clone(), entry.trailers.clone())
                         };
-                        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(entry.body.len()));
+                        if entry.status == StatusCode::NO_CONTENT {
+                            headers.remove(header::CONTENT_LENGTH);
+                        } else {
+                            headers.insert(
+                                header::CONTENT_LENGTH,
+                                HeaderValue::from(entry.body.len()),
+                            );
+                        }
                         let mut resp = Response::new(body);
                         *resp.status_mut() = entry.status;
                         *resp.headers_mut() = headers;
@@ -1006,6 +1021,10 @@ fn rebuild(asked: &Asked) -> Request<ProxyBody> {
     *req.method_mut() = asked.method.clone();
     *req.headers_mut() = asked.headers.clone();
     req
+}
+
+fn has_origin_preconditions(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::IF_MATCH) || headers.contains_key(header::IF_UNMODIFIED_SINCE)
 }
 
 fn is_origin_failure(e: &ProxyError) -> bool {

@@ -57,7 +57,7 @@ const HOST: &str = "bench.test";
 pub(crate) fn run(args: &[String]) -> Result<bool> {
     if !args.iter().any(|a| a == "--compare") {
         let status = process::cargo()?
-            .args(["bench", "-p", "proxy-core", "--bench", "core"])
+            .args(["bench", "-p", "proxy-core", "-p", "proxy-cache"])
             .args(args)
             .status()
             .context("running cargo bench")?;
@@ -102,14 +102,16 @@ pub(crate) fn run(args: &[String]) -> Result<bool> {
                             .into_iter()
                             .find(|s| s.name() == name.trim())
                             .with_context(|| {
-                                format!("--cases: unknown case `{name}` (h1, h2-tls, h3, h2-lg)")
+                                format!(
+                                    "--cases: unknown case `{name}` (h1, h2-tls, h3, h2-lg, cache)"
+                                )
                             })
                     })
                     .collect::<Result<_>>()?;
             }
             other => bail!(
                 "unknown argument `{other}` with --compare \
-                 (expected --duration SECS, --rounds N, --cases h1,h2-tls,h3,h2-lg)"
+                 (expected --duration SECS, --rounds N, --cases h1,h2-tls,h3,h2-lg,cache)"
             ),
         }
     }
@@ -172,14 +174,17 @@ enum Scenario {
     Http3,
     /// HTTP/2 over TLS, loadgen.
     Http2Loadgen,
+    /// HTTP/1.1 keep-alive, wrk, on a path both proxies serve from their caches.
+    CacheHit,
 }
 
 impl Scenario {
-    const ALL: [Scenario; 4] = [
+    const ALL: [Scenario; 5] = [
         Scenario::Http1,
         Scenario::Http2Tls,
         Scenario::Http3,
         Scenario::Http2Loadgen,
+        Scenario::CacheHit,
     ];
 
     fn name(self) -> &'static str {
@@ -188,20 +193,21 @@ impl Scenario {
             Scenario::Http2Tls => "h2-tls",
             Scenario::Http3 => "h3",
             Scenario::Http2Loadgen => "h2-lg",
+            Scenario::CacheHit => "cache",
         }
     }
 
     /// The server proxy-bin is compared with.
     fn baseline(self) -> &'static str {
         match self {
-            Scenario::Http1 | Scenario::Http2Tls => "nginx",
+            Scenario::Http1 | Scenario::Http2Tls | Scenario::CacheHit => "nginx",
             Scenario::Http3 | Scenario::Http2Loadgen => "caddy",
         }
     }
 
     fn client(self) -> &'static str {
         match self {
-            Scenario::Http1 => "wrk",
+            Scenario::Http1 | Scenario::CacheHit => "wrk",
             Scenario::Http2Tls => "h2load",
             Scenario::Http3 | Scenario::Http2Loadgen => "loadgen",
         }
@@ -210,7 +216,7 @@ impl Scenario {
 
 fn compare(options: &Options) -> Result<bool> {
     let mut needed = vec!["nginx", "openssl"];
-    if options.runs(Scenario::Http1) {
+    if options.runs(Scenario::Http1) || options.runs(Scenario::CacheHit) {
         needed.push("wrk");
     }
     if options.runs(Scenario::Http2Tls) {
@@ -352,7 +358,7 @@ fn measure(options: &Options, tools: &Tools<'_>, dir: &Path, pin: bool) -> Resul
         tls_port: nginx_tls_port,
         guard: &nginx,
         with_children: true,
-        cases: &[Scenario::Http1, Scenario::Http2Tls],
+        cases: &[Scenario::Http1, Scenario::Http2Tls, Scenario::CacheHit],
     }];
     if let Some(caddy) = &caddy {
         targets.push(Target {
@@ -381,6 +387,15 @@ fn measure(options: &Options, tools: &Tools<'_>, dir: &Path, pin: bool) -> Resul
     for target in &targets {
         if let Some(port) = target.port {
             sanity_check(port).with_context(|| format!("{} is not serving", target.name))?;
+        }
+    }
+    if options.runs(Scenario::CacheHit) {
+        // Both proxies must answer the cached path from storage, or the case measures misses.
+        for (target, needle) in [
+            (&nginx_port, "X-Cache: HIT"),
+            (&proxy_port, "proxy-bin; hit"),
+        ] {
+            cache_check(*target, needle)?;
         }
     }
     for &scenario in &options.cases {
@@ -671,7 +686,9 @@ fn origin_conf(dir: &Path, port: u16) -> String {
         .collect();
     format!(
         "{}http {{\n{}    server {{\n        listen 127.0.0.1:{port};\n        \
-         default_type text/plain;\n        location / {{ return 200 \"{body}\"; }}\n    }}\n}}\n",
+         default_type text/plain;\n        location / {{ return 200 \"{body}\"; }}\n        \
+         location /cached/ {{ add_header Cache-Control \"public, max-age=3600\"; \
+         return 200 \"{body}\"; }}\n    }}\n}}\n",
         nginx_common(dir, "origin"),
         nginx_http_common(dir, "origin"),
     )
@@ -684,15 +701,21 @@ fn nginx_proxy_conf(
     (cert, key): (&Path, &Path),
 ) -> String {
     format!(
-        "{}http {{\n{}    upstream origin {{ server 127.0.0.1:{origin_port}; keepalive 64; }}\n    \
+        "{}http {{\n{}    proxy_cache_path {}/nginx-cache keys_zone=hits:16m max_size=256m;\n    \
+         upstream origin {{ server 127.0.0.1:{origin_port}; keepalive 64; }}\n    \
          server {{\n        listen 127.0.0.1:{port};\n        \
          listen 127.0.0.1:{tls_port} ssl http2;\n        \
          ssl_certificate {};\n        ssl_certificate_key {};\n        \
          http2_max_concurrent_streams 128;\n        location / {{\n            \
          proxy_pass http://origin;\n            proxy_http_version 1.1;\n            \
-         proxy_set_header Connection \"\";\n        }}\n    }}\n}}\n",
+         proxy_set_header Connection \"\";\n        }}\n        \
+         location /cached/ {{\n            proxy_pass http://origin;\n            \
+         proxy_http_version 1.1;\n            proxy_set_header Connection \"\";\n            \
+         proxy_cache hits;\n            add_header X-Cache $upstream_cache_status;\n        \
+         }}\n    }}\n}}\n",
         nginx_common(dir, "nginx-proxy"),
         nginx_http_common(dir, "nginx-proxy"),
+        dir.display(),
         cert.display(),
         key.display(),
     )
@@ -712,6 +735,7 @@ fn proxy_bin_conf(
          certificates = [{{ names = [\"bench.test\"], cert = \"{}\", key = \"{}\" }}]\n\n\
          [upstreams.origin]\nendpoints = [\"127.0.0.1:{origin_port}\"]\n\n\
          [[servers]]\nnames = [\"bench.test\"]\ndefault = true\n\n\
+         [[servers.routes]]\nprefix = \"/cached/\"\nupstream = \"origin\"\ncache = true\n\n\
          [[servers.routes]]\nprefix = \"/\"\nupstream = \"origin\"\n",
         cert.display(),
         key.display(),
@@ -744,6 +768,34 @@ fn self_signed(dir: &Path) -> Result<(std::path::PathBuf, std::path::PathBuf)> {
         finished.stderr
     );
     Ok((cert, key))
+}
+
+/// The path both proxies cache in the `cache` case (the origin marks it `max-age=3600`).
+const CACHED_PATH: &str = "/cached/1k";
+
+/// Two GETs of [`CACHED_PATH`]: the second must come from the proxy's cache, which it shows
+/// with `needle` in its response head.
+fn cache_check(port: u16, needle: &str) -> Result<()> {
+    let mut last = String::new();
+    for _ in 0..2 {
+        let mut stream = TcpStream::connect((Ipv4Addr::LOCALHOST, port))?;
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        stream.write_all(
+            format!("GET {CACHED_PATH} HTTP/1.1\r\nHost: bench.test\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )?;
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response)?;
+        last = String::from_utf8_lossy(&response).into_owned();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let head = last.split("\r\n\r\n").next().unwrap_or_default();
+    ensure!(
+        head.to_ascii_lowercase()
+            .contains(&needle.to_ascii_lowercase()),
+        "port {port}: the second GET {CACHED_PATH} was not a cache hit:\n{head}"
+    );
+    Ok(())
 }
 
 /// One `GET /` must come back `200` with the origin's body size, or the numbers mean nothing.
@@ -787,6 +839,13 @@ fn load(
     match scenario {
         Scenario::Http1 => wrk(
             target.port.context("no cleartext HTTP/1.1 port")?,
+            "/",
+            secs,
+            core,
+        ),
+        Scenario::CacheHit => wrk(
+            target.port.context("no cleartext HTTP/1.1 port")?,
+            CACHED_PATH,
             secs,
             core,
         ),
@@ -952,14 +1011,14 @@ fn parse_h2load(output: &str) -> Result<LoadResult> {
     }
 }
 
-fn wrk(port: u16, secs: u64, core: Option<usize>) -> Result<LoadResult> {
+fn wrk(port: u16, path: &str, secs: u64, core: Option<usize>) -> Result<LoadResult> {
     let mut command = pinned(core, "wrk");
     command.args([
         "-t1".to_owned(),
         format!("-c{CONNECTIONS}"),
         format!("-d{secs}s"),
         "--latency".to_owned(),
-        format!("http://127.0.0.1:{port}/"),
+        format!("http://127.0.0.1:{port}{path}"),
     ]);
     let finished = process::run_bounded(&mut command, Duration::from_secs(secs + 30))?;
     ensure!(

@@ -131,7 +131,9 @@ enum Param {
 
 fn query_param(query: &str) -> Option<(Param, String)> {
     for pair in query.split('&') {
-        let (k, v) = pair.split_once('=')?;
+        let Some((k, v)) = pair.split_once('=') else {
+            continue;
+        };
         let kind = match k {
             "url" => Param::Url,
             "prefix" => Param::Prefix,

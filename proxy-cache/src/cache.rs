@@ -10,7 +10,9 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::{Method, Request, Response, StatusCode};
 use proxy_core::body::{self, ProxyBody};
-use proxy_core::{CacheHook, CacheLog, CacheTarget, Origin, OriginFuture, ProxyError};
+use proxy_core::{
+    CacheHook, CacheLog, CacheTarget, Origin, OriginFuture, ProxyError, UpstreamError,
+};
 
 use crate::coalesce::{self, Coalescer, Join, Lead, Outcome, Shared};
 use crate::conditional::{self, Precondition};
@@ -189,6 +191,8 @@ const CLIENT_CONDITIONALS: [HeaderName; 5] = [
 /// What the cache keeps of the client's request while the body goes forward.
 struct Asked {
     method: Method,
+    uri: http::Uri,
+    version: http::Version,
     headers: HeaderMap,
     directives: RequestDirectives,
     /// A POST whose response names the request's own URI in `Content-Location`.
@@ -207,7 +211,7 @@ impl Inner {
             return origin.send(req).await;
         }
         match *req.method() {
-            Method::GET | Method::HEAD => self.lookup(key, req, origin).await,
+            Method::GET | Method::HEAD => self.lookup(key, req, origin, 0).await,
             ref m if m.is_safe() => {
                 let resp = origin.send(req).await?;
                 Ok(self.forwarded(resp, Forward::Method, None, "bypass"))
@@ -220,11 +224,14 @@ impl Inner {
         (self.clock)()
     }
 
+    /// GET and HEAD: from storage when possible, else forward. `rejoins` counts how often
+    /// this request already waited for another one's upstream exchange that did not help.
     async fn lookup(
         self: Arc<Self>,
         key: String,
         req: Request<ProxyBody>,
         origin: Origin,
+        rejoins: u8,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let directives = directives::parse_request(req.headers());
         // RFC 9111 section 4.3.2: If-Match and If-Unmodified-Since "are not applicable to a
@@ -232,7 +239,7 @@ impl Inner {
         if has_origin_preconditions(req.headers()) {
             Stats::bump(&self.store.stats().misses);
             return self
-                .miss(key, req, origin, directives, Forward::Request)
+                .exchange(key, req, origin, directives, Forward::Request, None, None)
                 .await;
         }
         let variants = self.store.store.get(&key).await;
@@ -247,13 +254,17 @@ impl Inner {
             if directives.only_if_cached {
                 return Ok(self.gateway_timeout());
             }
-            Stats::bump(&self.store.stats().misses);
+            if rejoins == 0 {
+                Stats::bump(&self.store.stats().misses);
+            }
             let why = if variants.is_some() {
                 Forward::VaryMiss
             } else {
                 Forward::UriMiss
             };
-            return self.miss(key, req, origin, directives, why).await;
+            return self
+                .forward(key, req, origin, directives, why, None, rejoins)
+                .await;
         };
         let now = self.now();
         let age = entry.age(now);
@@ -286,12 +297,19 @@ impl Inner {
                 if directives.only_if_cached {
                     return Ok(self.gateway_timeout());
                 }
-                self.revalidate(key, entry, req, origin, directives).await
+                let fwd = if directives.no_cache || directives.max_age.is_some() {
+                    Forward::Request
+                } else {
+                    Forward::Stale
+                };
+                self.forward(key, req, origin, directives, fwd, Some(entry), rejoins)
+                    .await
             }
         }
     }
 
     /// Sends a conditional request for a stored response and answers from its outcome.
+    #[allow(clippy::too_many_arguments)]
     async fn revalidate(
         self: Arc<Self>,
         key: String,
@@ -299,22 +317,21 @@ impl Inner {
         req: Request<ProxyBody>,
         origin: Origin,
         directives: RequestDirectives,
+        fwd: Forward,
+        lead: Option<Lead>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         Stats::bump(&self.store.stats().revalidations);
         let (parts, body) = req.into_parts();
         let asked = Asked {
             method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            version: parts.version,
             headers: parts.headers.clone(),
             directives,
             content_location_is_target: false,
         };
         let cond = conditional_request(parts, body, &entry);
         let request_time = self.now();
-        let fwd = if asked.directives.no_cache || asked.directives.max_age.is_some() {
-            Forward::Request
-        } else {
-            Forward::Stale
-        };
         match origin.send(cond).await {
             Ok(resp) if resp.status() == StatusCode::NOT_MODIFIED => {
                 let response_time = self.now();
@@ -323,11 +340,13 @@ impl Inner {
                     // The 304 is for a different representation: drop ours and go again.
                     self.store.store.remove(&key).await;
                     return self
-                        .miss(key, rebuild(&asked), origin, asked.directives, fwd)
+                        .fetch(key, rebuild(&asked), origin, asked.directives, fwd, lead)
                         .await;
                 };
                 let fresh = Arc::new(fresh);
                 self.store.store.replace(&key, &entry, fresh.clone()).await;
+                // Waiters look again and find the freshened entry.
+                drop(lead);
                 let age = fresh.age(response_time);
                 let status = CacheStatus {
                     fwd: Some(fwd),
@@ -357,11 +376,11 @@ impl Inner {
                         "stale-error",
                     ));
                 }
-                self.store_response(key, &asked, resp, request_time, None, fwd)
+                self.store_response(key, &asked, resp, request_time, lead, fwd)
                     .await
             }
             Ok(resp) => {
-                self.store_response(key, &asked, resp, request_time, None, fwd)
+                self.store_response(key, &asked, resp, request_time, lead, fwd)
                     .await
             }
             Err(e) => {
@@ -415,6 +434,10 @@ impl Inner {
         *head.version_mut() = req.version();
         *head.headers_mut() = req.headers().clone();
         let (parts, ()) = head.into_parts();
+        let mut plain_headers = parts.headers.clone();
+        for name in &CLIENT_CONDITIONALS {
+            plain_headers.remove(name);
+        }
         let cond = conditional_request(parts, body::empty(), entry);
         let entry = entry.clone();
         tokio::spawn(async move {
@@ -422,7 +445,9 @@ impl Inner {
             let request_time = self.now();
             let asked = Asked {
                 method: Method::GET,
-                headers: cond.headers().clone(),
+                uri: cond.uri().clone(),
+                version: cond.version(),
+                headers: plain_headers,
                 directives: RequestDirectives::default(),
                 content_location_is_target: false,
             };
@@ -473,59 +498,106 @@ impl Inner {
         });
     }
 
-    /// Nothing usable is stored: go upstream, coalescing with other misses where the request
-    /// allows it, and store what may be stored.
-    async fn miss(
+    /// Goes upstream for a request storage cannot answer (`entry` is the stale response to
+    /// validate, if any): waits for the exchange in flight for the same URI, or leads one.
+    #[allow(clippy::too_many_arguments)]
+    fn forward(
         self: Arc<Self>,
         key: String,
         req: Request<ProxyBody>,
         origin: Origin,
         directives: RequestDirectives,
         why: Forward,
-    ) -> Result<Response<ProxyBody>, ProxyError> {
-        let plain = *req.method() == Method::GET
-            && !directives.no_cache
-            && !directives.no_store
-            && directives.max_age.is_none()
-            && directives.min_fresh.is_none()
-            && !req.headers().contains_key(header::RANGE)
-            && !has_origin_preconditions(req.headers())
-            && !req.headers().contains_key(header::AUTHORIZATION);
-        let mut lead = None;
-        if plain {
-            match self.store.coalescer.join(&key) {
-                Join::Lead(l) => lead = Some(l),
-                Join::Wait(rx) => {
-                    match coalesce::wait(rx, self.config.coalesce_timeout).await {
-                        Outcome::Shared(shared)
-                            if key::matches(req.headers(), &shared.secondary) =>
-                        {
-                            if let Some(resp) = self.shared_response(&shared, &req) {
-                                Stats::bump(&self.store.stats().coalesced);
-                                return Ok(resp);
-                            }
-                        }
-                        _ => {}
-                    }
-                    // Nothing shared: maybe the leader stored it meanwhile.
-                    if let Some(v) = self.store.store.get(&key).await
-                        && v.entries
-                            .iter()
-                            .any(|e| key::matches(req.headers(), &e.secondary))
-                    {
-                        return Box::pin(self.lookup(key, req, origin)).await;
+        entry: Option<Arc<Entry>>,
+        rejoins: u8,
+    ) -> OriginFuture {
+        // Boxed: a waiter whose leader failed looks again, so lookup and forward recurse.
+        Box::pin(async move {
+            if !shareable(&req, &directives) {
+                return self
+                    .exchange(key, req, origin, directives, why, entry, None)
+                    .await;
+            }
+            let rx = match self.store.coalescer.join(&key) {
+                Join::Lead(lead) => {
+                    return self
+                        .exchange(key, req, origin, directives, why, entry, Some(lead))
+                        .await;
+                }
+                Join::Wait(rx) => rx,
+            };
+            match coalesce::wait(rx, self.config.coalesce_timeout).await {
+                Outcome::Shared(shared) if key::matches(req.headers(), &shared.secondary) => {
+                    if let Some(resp) = self.shared_response(&shared, &req) {
+                        Stats::bump(&self.store.stats().coalesced);
+                        return Ok(resp);
                     }
                 }
+                // The leader freshened the entry, or failed: look again (and maybe lead).
+                Outcome::Retry if rejoins < MAX_REJOINS => {
+                    return self.lookup(key, req, origin, rejoins + 1).await;
+                }
+                _ => {}
             }
+            self.exchange(key, req, origin, directives, why, entry, None)
+                .await
+        })
+    }
+
+    /// One upstream exchange: the validation of `entry`, or a plain fetch. A shared exchange
+    /// runs in a task of its own, so it completes for its waiters (and the store) even when
+    /// the client that started it goes away.
+    #[allow(clippy::too_many_arguments)]
+    async fn exchange(
+        self: Arc<Self>,
+        key: String,
+        req: Request<ProxyBody>,
+        origin: Origin,
+        directives: RequestDirectives,
+        why: Forward,
+        entry: Option<Arc<Entry>>,
+        lead: Option<Lead>,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let shared = lead.is_some();
+        let work = async move {
+            match entry {
+                Some(entry) => {
+                    self.revalidate(key, entry, req, origin, directives, why, lead)
+                        .await
+                }
+                None => self.fetch(key, req, origin, directives, why, lead).await,
+            }
+        };
+        if !shared {
+            return work.await;
         }
+        match tokio::spawn(work).await {
+            Ok(result) => result,
+            Err(e) => Err(ProxyError::Upstream(UpstreamError::Io(Box::new(e)))),
+        }
+    }
+
+    /// A plain upstream request, and whatever of its response may be stored.
+    async fn fetch(
+        self: Arc<Self>,
+        key: String,
+        req: Request<ProxyBody>,
+        origin: Origin,
+        directives: RequestDirectives,
+        why: Forward,
+        lead: Option<Lead>,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let strip_preconditions = shareable(&req, &directives);
         let (mut parts, body) = req.into_parts();
         let asked = Asked {
             method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            version: parts.version,
             headers: parts.headers.clone(),
             directives,
             content_location_is_target: false,
         };
-        if plain {
+        if strip_preconditions {
             // The cache answers the client's preconditions itself from the full response.
             for name in &CLIENT_CONDITIONALS {
                 parts.headers.remove(name);
@@ -591,7 +663,9 @@ impl Inner {
         }
         let fwd_status = parts.status.as_u16();
         if let Err(reason) = verdict {
-            drop(lead);
+            if let Some(lead) = lead {
+                lead.alone();
+            }
             tracing::debug!(key, reason, status = fwd_status, "response not stored");
             let resp = Response::from_parts(parts, body);
             return Ok(self.forwarded(resp, why, Some(reason), "miss"));
@@ -616,7 +690,13 @@ impl Inner {
                 ttl,
             }));
         }
-        let lead = lead.filter(|_| fresh_on_arrival);
+        let lead = match lead {
+            Some(lead) if !fresh_on_arrival => {
+                lead.alone();
+                None
+            }
+            other => other,
+        };
         let keep = self.keep(&cc, lifetime, age, &stored_headers);
         let entry_head = (
             parts.status,
@@ -775,6 +855,8 @@ impl Inner {
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let asked = Asked {
             method: req.method().clone(),
+            uri: req.uri().clone(),
+            version: req.version(),
             headers: req.headers().clone(),
             directives: directives::parse_request(req.headers()),
             content_location_is_target: false,
@@ -829,6 +911,8 @@ impl Inner {
         *resp.headers_mut() = shared.headers.clone();
         let asked = Asked {
             method: req.method().clone(),
+            uri: req.uri().clone(),
+            version: req.version(),
             headers: req.headers().clone(),
             directives: RequestDirectives::default(),
             content_location_is_target: false,
@@ -1019,8 +1103,26 @@ fn conditional_request(mut parts: Parts, body: ProxyBody, entry: &Entry) -> Requ
 fn rebuild(asked: &Asked) -> Request<ProxyBody> {
     let mut req = Request::new(body::empty());
     *req.method_mut() = asked.method.clone();
+    *req.uri_mut() = asked.uri.clone();
+    *req.version_mut() = asked.version;
     *req.headers_mut() = asked.headers.clone();
     req
+}
+
+/// How often a request waits for another one's exchange before it goes upstream alone.
+const MAX_REJOINS: u8 = 2;
+
+/// True when a request may share the upstream exchange of another one for the same URI: a GET
+/// without directives that ask for its own answer, ranges, origin preconditions or credentials.
+fn shareable(req: &Request<ProxyBody>, directives: &RequestDirectives) -> bool {
+    *req.method() == Method::GET
+        && !directives.no_cache
+        && !directives.no_store
+        && directives.max_age.is_none()
+        && directives.min_fresh.is_none()
+        && !req.headers().contains_key(header::RANGE)
+        && !has_origin_preconditions(req.headers())
+        && !req.headers().contains_key(header::AUTHORIZATION)
 }
 
 fn has_origin_preconditions(headers: &HeaderMap) -> bool {

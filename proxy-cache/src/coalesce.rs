@@ -2,8 +2,9 @@
 //!
 //! The first miss leads: it registers the URI and goes upstream. Later misses wait for the
 //! leader's response head. A response that may be shared (storable and fresh) is handed to them
-//! as a fill they read from the first byte; anything else (private, uncacheable, an error) is
-//! not, and each waiter goes upstream itself.
+//! as a fill they read from the first byte. A response that may not be shared (private,
+//! uncacheable) sends each waiter upstream itself; a leader that fails, or that freshened the
+//! stored response with a 304, sends them back to look again (and maybe lead).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -37,8 +38,10 @@ pub enum Outcome {
     Waiting,
     /// A response the waiters may use.
     Shared(Arc<Shared>),
-    /// Nothing to share: go upstream.
-    Gone,
+    /// Look in storage again: the leader updated it, or failed.
+    Retry,
+    /// The response may not be shared: go upstream alone.
+    Alone,
 }
 
 type Slot = Arc<watch::Sender<Outcome>>;
@@ -93,8 +96,10 @@ impl Lead {
         self.slot.send_replace(Outcome::Shared(shared));
     }
 
-    /// Tells the waiters there is nothing to share, and lets later misses lead their own.
-    pub fn release(self) {}
+    /// Tells the waiters the response may not be shared, so each goes upstream itself.
+    pub fn alone(self) {
+        self.slot.send_replace(Outcome::Alone);
+    }
 }
 
 impl Drop for Lead {
@@ -113,17 +118,17 @@ impl Drop for Lead {
             }
         }
         if matches!(*self.slot.borrow(), Outcome::Waiting) {
-            self.slot.send_replace(Outcome::Gone);
+            self.slot.send_replace(Outcome::Retry);
         }
     }
 }
 
-/// Waits up to `timeout` for the leader's outcome; `Gone` when it takes longer.
+/// Waits up to `timeout` for the leader's outcome; `Alone` when it takes longer.
 pub async fn wait(mut rx: watch::Receiver<Outcome>, timeout: Duration) -> Outcome {
     let waited =
         tokio::time::timeout(timeout, rx.wait_for(|o| !matches!(o, Outcome::Waiting))).await;
     match waited {
         Ok(Ok(outcome)) => outcome.clone(),
-        _ => Outcome::Gone,
+        _ => Outcome::Alone,
     }
 }

@@ -59,11 +59,12 @@ pub fn http_date(headers: &HeaderMap, name: &header::HeaderName) -> Option<Syste
 }
 
 /// `Age` as delta-seconds (RFC 9111 section 5.1); 0 when absent or invalid, capped at 2^31.
+/// Of a list (`Age: 7200, 0`) the first member counts, as section 5.1 asks.
 fn age_value(headers: &HeaderMap) -> u64 {
     let Some(v) = headers.get(header::AGE).and_then(|v| v.to_str().ok()) else {
         return 0;
     };
-    let v = v.trim();
+    let v = v.split(',').next().unwrap_or("").trim();
     if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
         return 0;
     }

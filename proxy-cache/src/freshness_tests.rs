@@ -65,6 +65,12 @@ fn rfc9111_5_1_invalid_age_is_ignored() {
 }
 
 #[test]
+fn rfc9111_5_1_first_member_of_an_age_list_counts() {
+    let h = headers(&[("age", "7200, 0".into())]);
+    assert_eq!(Exchange::new(&h, at(0), at(0)).age, 7200);
+}
+
+#[test]
 fn rfc9111_1_2_2_huge_age_is_capped() {
     let h = headers(&[("age", "99999999999999999999999".into())]);
     assert_eq!(Exchange::new(&h, at(0), at(0)).age, 1 << 31);

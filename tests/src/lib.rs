@@ -27,6 +27,7 @@ pub mod body;
 pub mod client;
 pub mod h2raw;
 pub mod h3;
+pub mod origin;
 pub mod proxy;
 pub mod raw;
 pub mod rss;

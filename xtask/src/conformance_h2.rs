@@ -1,6 +1,6 @@
 //! `cargo xtask conformance-h2`: HTTP/2 conformance (RFC 9113, RFC 7541) of the real
 //! `proxy-bin` binary over h2c with prior knowledge, frame by frame, in front of the
-//! recording backend of the HTTP/1.1 suite. `cargo xtask conformance` runs both suites.
+//! recording backend of the HTTP/1.1 suite. `cargo xtask conformance` runs it with the others.
 //!
 //! Order: build `proxy-bin` → start the backend and a stalling upstream → write a config
 //! with `h2c = true` for free ports → start `proxy-bin run --config FILE` and wait for its
@@ -129,18 +129,22 @@ fn known_limitation(name: &str) -> Option<&'static str> {
 }
 
 /// `cargo xtask conformance`: the HTTP/1.1 suite (in a child process, so that its tally can
-/// be read), then this one; the last line is the tally of both.
+/// be read), then this one, the HTTP/3 suite and the caching suite; the last line is the
+/// tally of all of them.
 pub(crate) fn run_both(args: &[String]) -> Result<bool> {
     let (h1_passed, h1_failed) = run_http1_child(args)?;
     println!();
     let (h2_passed, h2_failed) = run(args)?;
     println!();
     let (h3_passed, h3_failed) = crate::conformance_h3::run(args)?;
+    println!();
+    let (cache_passed, cache_failed) = crate::conformance_cache::run(args)?;
     println!(
         "HTTP/1.1: {h1_passed} passed, {h1_failed} failed; HTTP/2: {h2_passed} passed, {h2_failed} failed; HTTP/3: {h3_passed} passed, {h3_failed} failed"
     );
-    let passed = h1_passed + h2_passed + h3_passed;
-    let failed = h1_failed + h2_failed + h3_failed;
+    println!("caching: {cache_passed} passed, {cache_failed} failed");
+    let passed = h1_passed + h2_passed + h3_passed + cache_passed;
+    let failed = h1_failed + h2_failed + h3_failed + cache_failed;
     println!("{passed} passed, {failed} failed");
     Ok(failed == 0)
 }

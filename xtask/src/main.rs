@@ -3,8 +3,9 @@
 //! - `lint-deps`: enforces the crate dependency policy with `cargo tree`.
 //! - `conformance [--release]`: runs the HTTP/1.1 conformance suite (RFC 9110 / RFC 9112)
 //!   and the HTTP/2 suite (RFC 9113 / RFC 7541, over h2c) against the real `proxy-bin`
-//!   binary, then the HTTP/3 suite (third-party QUIC clients); `conformance-h1`,
-//!   `conformance-h2` and `conformance-h3` run one of them.
+//!   binary, then the HTTP/3 suite (third-party QUIC clients), then the HTTP caching suite
+//!   (RFC 9111 and friends, with `cache = true`); `conformance-h1`, `conformance-h2`,
+//!   `conformance-h3` and `conformance-cache` run one of them.
 //! - `loadgen`: a bounded HTTP/3 / HTTP/2 load generator on quinn + h3 and h2.
 //! - `bench [--compare [--duration SECS]] [ARGS...]`: runs the criterion benchmarks of
 //!   `proxy-core`, or with `--compare` side-by-side runs: HTTP/1.1 (wrk) and HTTP/2 over TLS
@@ -20,6 +21,7 @@ use std::process::ExitCode;
 
 mod bench;
 mod conformance;
+mod conformance_cache;
 mod conformance_h2;
 mod conformance_h3;
 mod lint_deps;
@@ -34,14 +36,17 @@ commands:
   lint-deps                  check the dependency policy (proxy-core stays protocol-free,
                              frontends do not depend on each other)
   conformance [--release] [--filter TEXT]
-                             build proxy-bin and run the HTTP/1.1, HTTP/2 (h2c) and
-                             HTTP/3 conformance suites
+                             build proxy-bin and run the HTTP/1.1, HTTP/2 (h2c),
+                             HTTP/3 and HTTP caching conformance suites
   conformance-h1 [--release] [--filter TEXT]
                              the HTTP/1.1 suite alone
   conformance-h2 [--release] [--filter TEXT]
                              the HTTP/2 suite alone
   conformance-h3 [--release] [--filter TEXT]
                              the HTTP/3 suite alone (third-party clients over QUIC)
+  conformance-cache [--release] [--filter TEXT]
+                             the HTTP caching suite alone (RFC 9111, RFC 5861, RFC 9211,
+                             RFC 9213; proxy-bin with `cache = true` before a scripted origin)
   loadgen --url URL --protocol h3|h2 [--connections N] [--streams N] [--duration SECS]
                              bounded HTTP/3 or HTTP/2 load from Rust (quinn + h3, h2)
   bench [ARGS...]            cargo bench -p proxy-core --bench core [ARGS...]
@@ -65,6 +70,7 @@ fn main() -> ExitCode {
         "conformance-h1" => conformance::run(&rest),
         "conformance-h2" => conformance_h2::run_alone(&rest),
         "conformance-h3" => conformance_h3::run_alone(&rest),
+        "conformance-cache" => conformance_cache::run_alone(&rest),
         "loadgen" => loadgen::run(&rest),
         "bench" => bench::run(&rest),
         "help" | "-h" | "--help" => {

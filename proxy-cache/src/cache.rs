@@ -197,6 +197,8 @@ struct Asked {
     directives: RequestDirectives,
     /// A POST whose response names the request's own URI in `Content-Location`.
     content_location_is_target: bool,
+    /// The store's invalidation ticket when the request went forward.
+    ticket: u64,
 }
 
 impl Inner {
@@ -329,6 +331,7 @@ impl Inner {
             headers: parts.headers.clone(),
             directives,
             content_location_is_target: false,
+            ticket: self.store.store.ticket(),
         };
         let cond = conditional_request(parts, body, &entry);
         let request_time = self.now();
@@ -450,6 +453,7 @@ impl Inner {
                 headers: plain_headers,
                 directives: RequestDirectives::default(),
                 content_location_is_target: false,
+                ticket: self.store.store.ticket(),
             };
             match origin.send(cond).await {
                 Ok(resp) if resp.status() == StatusCode::NOT_MODIFIED => {
@@ -596,6 +600,7 @@ impl Inner {
             headers: parts.headers.clone(),
             directives,
             content_location_is_target: false,
+            ticket: self.store.store.ticket(),
         };
         if strip_preconditions {
             // The cache answers the client's preconditions itself from the full response.
@@ -698,6 +703,7 @@ impl Inner {
             other => other,
         };
         let keep = self.keep(&cc, lifetime, age, &stored_headers);
+        let ticket = asked.ticket;
         let entry_head = (
             parts.status,
             stored_headers,
@@ -721,7 +727,7 @@ impl Inner {
                     secondary,
                     keep,
                 };
-                store.insert(&key, Arc::new(entry)).await;
+                store.insert(&key, Arc::new(entry), ticket).await;
             }
             // Waiters that arrive from now on find the stored entry (or lead their own miss).
             drop(lead);
@@ -860,6 +866,7 @@ impl Inner {
             headers: req.headers().clone(),
             directives: directives::parse_request(req.headers()),
             content_location_is_target: false,
+            ticket: self.store.store.ticket(),
         };
         let request_time = self.now();
         let resp = origin.send(req).await?;
@@ -888,8 +895,10 @@ impl Inner {
         }
         if stores_post {
             let key = key::primary(&target);
+            // The ticket is taken after this request's own invalidation.
             let asked = Asked {
                 content_location_is_target: true,
+                ticket: self.store.store.ticket(),
                 ..asked
             };
             return self
@@ -916,6 +925,7 @@ impl Inner {
             headers: req.headers().clone(),
             directives: RequestDirectives::default(),
             content_location_is_target: false,
+            ticket: self.store.store.ticket(),
         };
         self.answer_preconditions(&mut resp, &asked);
         let status = CacheStatus {

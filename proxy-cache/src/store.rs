@@ -5,8 +5,9 @@
 //! values it was selected by. Keying on the URI alone is what lets an unsafe request or a purge
 //! remove every variant at once.
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -149,11 +150,61 @@ impl moka::Expiry<Arc<str>, Arc<Variants>> for KeepFor {
     }
 }
 
+/// Invalidations recent enough to matter to fills still in flight.
+#[derive(Debug, Default)]
+struct Invalidations {
+    /// Bumped by every invalidation; a fill takes a ticket (the current value) when it starts.
+    seq: AtomicU64,
+    exact: Mutex<HashMap<Arc<str>, u64>>,
+    prefixes: Mutex<Vec<(Arc<str>, u64)>>,
+}
+
+/// How many recent invalidations are remembered for fills in flight.
+const REMEMBERED_INVALIDATIONS: usize = 4096;
+
+impl Invalidations {
+    fn record_exact(&self, key: &str) {
+        let n = self.seq.fetch_add(1, Ordering::AcqRel) + 1;
+        let mut exact = self.exact.lock().unwrap_or_else(|e| e.into_inner());
+        if exact.len() >= REMEMBERED_INVALIDATIONS {
+            let horizon = n.saturating_sub(REMEMBERED_INVALIDATIONS as u64 / 2);
+            exact.retain(|_, seq| *seq > horizon);
+        }
+        exact.insert(Arc::from(key), n);
+    }
+
+    fn record_prefix(&self, prefix: &str) {
+        let n = self.seq.fetch_add(1, Ordering::AcqRel) + 1;
+        let mut prefixes = self.prefixes.lock().unwrap_or_else(|e| e.into_inner());
+        if prefixes.len() >= 64 {
+            prefixes.remove(0);
+        }
+        prefixes.push((Arc::from(prefix), n));
+    }
+
+    /// True when `key` was invalidated after `ticket` was taken.
+    fn since(&self, key: &str, ticket: u64) -> bool {
+        if self.seq.load(Ordering::Acquire) == ticket {
+            return false;
+        }
+        let exact = self.exact.lock().unwrap_or_else(|e| e.into_inner());
+        if exact.get(key).is_some_and(|seq| *seq > ticket) {
+            return true;
+        }
+        drop(exact);
+        let prefixes = self.prefixes.lock().unwrap_or_else(|e| e.into_inner());
+        prefixes
+            .iter()
+            .any(|(p, seq)| *seq > ticket && key.starts_with(&**p))
+    }
+}
+
 /// The byte-bounded store.
 #[derive(Clone)]
 pub struct Store {
     cache: Cache<Arc<str>, Arc<Variants>>,
     stats: Arc<Stats>,
+    invalidations: Arc<Invalidations>,
 }
 
 impl std::fmt::Debug for Store {
@@ -185,7 +236,18 @@ impl Store {
                 }
             })
             .build();
-        Store { cache, stats }
+        Store {
+            cache,
+            stats,
+            invalidations: Arc::default(),
+        }
+    }
+
+    /// A ticket for a fill that starts now: [`Store::insert`] drops the fill's response if
+    /// its URI is invalidated after the ticket was taken, so an unsafe request or a purge that
+    /// lands while a response is on its way is not undone by it.
+    pub fn ticket(&self) -> u64 {
+        self.invalidations.seq.load(Ordering::Acquire)
     }
 
     /// The counters.
@@ -198,8 +260,16 @@ impl Store {
         self.cache.get(key).await
     }
 
-    /// Stores `entry` under `key`, replacing the variant with the same secondary key.
-    pub async fn insert(&self, key: &str, entry: Arc<Entry>) {
+    /// Stores `entry` under `key`, replacing the variant with the same secondary key, unless
+    /// `key` was invalidated after `ticket` was taken.
+    pub async fn insert(&self, key: &str, entry: Arc<Entry>, ticket: u64) {
+        if self.invalidations.since(key, ticket) {
+            tracing::debug!(
+                key,
+                "response not stored: its URI was invalidated while it arrived"
+            );
+            return;
+        }
         let key: Arc<str> = Arc::from(key);
         self.cache
             .entry(key)
@@ -244,6 +314,7 @@ impl Store {
 
     /// Removes every variant of `key`; true when there was one.
     pub async fn remove(&self, key: &str) -> bool {
+        self.invalidations.record_exact(key);
         let removed = self.cache.remove(key).await.is_some();
         if removed {
             Stats::bump(&self.stats.invalidations);
@@ -254,6 +325,7 @@ impl Store {
     /// Removes every URI that starts with `prefix`; returns how many were stored when the
     /// purge was scheduled (moka applies it in the background, and lookups already miss).
     pub fn remove_prefix(&self, prefix: &str) -> u64 {
+        self.invalidations.record_prefix(prefix);
         let prefix: Arc<str> = Arc::from(prefix);
         let count = self
             .cache
@@ -282,5 +354,47 @@ impl Store {
     /// Runs moka's pending maintenance (size accounting, expiry, eviction).
     pub async fn maintain(&self) {
         self.cache.run_pending_tasks().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::freshness::Exchange;
+
+    fn entry() -> Arc<Entry> {
+        let now = SystemTime::now();
+        Arc::new(Entry {
+            status: StatusCode::OK,
+            headers: HeaderMap::new(),
+            body: Bytes::from_static(b"x"),
+            trailers: None,
+            exchange: Exchange::new(&HeaderMap::new(), now, now),
+            cc: ResponseDirectives::default(),
+            lifetime: Lifetime::Explicit(60),
+            secondary: Vec::new(),
+            keep: Duration::from_secs(60),
+        })
+    }
+
+    /// RFC 9111 section 4.4: an invalidation that lands while a response is on its way must
+    /// not be undone when that response is stored.
+    #[tokio::test]
+    async fn invalidation_during_a_fill_wins() {
+        let store = Store::new(1 << 20);
+        let ticket = store.ticket();
+        store.remove("http://a/x").await;
+        store.insert("http://a/x", entry(), ticket).await;
+        assert!(store.get("http://a/x").await.is_none());
+        // Other URIs and later fills are unaffected.
+        store.insert("http://a/y", entry(), ticket).await;
+        assert!(store.get("http://a/y").await.is_some());
+        store.insert("http://a/x", entry(), store.ticket()).await;
+        assert!(store.get("http://a/x").await.is_some());
+        // Prefix purges count too.
+        let ticket = store.ticket();
+        store.remove_prefix("http://a/");
+        store.insert("http://a/z", entry(), ticket).await;
+        assert!(store.get("http://a/z").await.is_none());
     }
 }

@@ -15,16 +15,21 @@ pub struct Caches {
 
 impl Caches {
     /// The store called `name` with `size` bytes: the existing one when the size is unchanged,
-    /// otherwise a new, empty one.
-    pub fn store(&self, name: &str, size: u64) -> CacheStore {
-        let mut stores = self.stores.lock().unwrap_or_else(|e| e.into_inner());
+    /// otherwise a new, empty one, which joins the registry only when [`Caches::commit`] is
+    /// called (so a configuration that fails validation leaves the serving stores alone).
+    pub fn store(&self, name: &str, size: u64) -> (CacheStore, bool) {
+        let stores = self.stores.lock().unwrap_or_else(|e| e.into_inner());
         match stores.get(name) {
-            Some((s, store)) if *s == size => store.clone(),
-            _ => {
-                let store = CacheStore::new(size);
-                stores.insert(name.to_owned(), (size, store.clone()));
-                store
-            }
+            Some((s, store)) if *s == size => (store.clone(), false),
+            _ => (CacheStore::new(size), true),
+        }
+    }
+
+    /// Registers stores created for a configuration that is now in use.
+    pub fn commit(&self, created: Vec<(String, u64, CacheStore)>) {
+        let mut stores = self.stores.lock().unwrap_or_else(|e| e.into_inner());
+        for (name, size, store) in created {
+            stores.insert(name, (size, store));
         }
     }
 

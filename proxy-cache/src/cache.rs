@@ -49,6 +49,11 @@ pub struct CacheConfig {
     pub coalesce_timeout: Duration,
     /// How long a stale response with a validator is kept for conditional requests.
     pub stale_retention: Duration,
+    /// Tells apart the routes that share a store: a route uses only what it stored itself and
+    /// coalesces only with its own requests, so two routes for one URL that differ by method
+    /// or header conditions (a canary) never serve each other's responses. Invalidation and
+    /// purge still remove a URL for every route.
+    pub partition: Arc<str>,
 }
 
 impl Default for CacheConfig {
@@ -61,6 +66,7 @@ impl Default for CacheConfig {
             heuristic: Heuristic::default(),
             coalesce_timeout: Duration::from_secs(5),
             stale_retention: Duration::from_secs(600),
+            partition: Arc::from(""),
         }
     }
 }
@@ -248,7 +254,10 @@ impl Inner {
         let selected = variants.as_ref().and_then(|v| {
             v.entries
                 .iter()
-                .filter(|e| key::matches(req.headers(), &e.secondary))
+                .filter(|e| {
+                    e.partition == self.config.partition
+                        && key::matches(req.headers(), &e.secondary)
+                })
                 .max_by_key(|e| e.exchange.date)
                 .cloned()
         });
@@ -357,7 +366,9 @@ impl Inner {
                     ttl: Some(fresh.lifetime.secs() as i64 - age as i64),
                     ..CacheStatus::default()
                 };
-                Ok(self.stored_for(&fresh, &asked, age, status, "revalidated"))
+                let mut out = self.stored_for(&fresh, &asked, age, status, "revalidated");
+                keep_upstream_info(&resp, &mut out);
+                Ok(out)
             }
             Ok(resp) if resp.status().is_server_error() => {
                 let now = self.now();
@@ -371,13 +382,10 @@ impl Inner {
                         detail: Some("stale-if-error"),
                         ..CacheStatus::default()
                     };
-                    return Ok(self.stored_for(
-                        &entry,
-                        &asked,
-                        entry.age(now),
-                        status,
-                        "stale-error",
-                    ));
+                    let mut out =
+                        self.stored_for(&entry, &asked, entry.age(now), status, "stale-error");
+                    keep_upstream_info(&resp, &mut out);
+                    return Ok(out);
                 }
                 self.store_response(key, &asked, resp, request_time, lead, fwd)
                     .await
@@ -431,6 +439,10 @@ impl Inner {
                 return;
             }
         }
+        let guard = RevalidatingGuard {
+            set: self.store.revalidating.clone(),
+            key: key.clone(),
+        };
         let mut head = Request::new(());
         *head.method_mut() = Method::GET;
         *head.uri_mut() = req.uri().clone();
@@ -494,11 +506,7 @@ impl Inner {
                     tracing::debug!(key, error = %e, "background revalidation failed");
                 }
             }
-            self.store
-                .revalidating
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&key);
+            drop(guard);
         });
     }
 
@@ -522,7 +530,12 @@ impl Inner {
                     .exchange(key, req, origin, directives, why, entry, None)
                     .await;
             }
-            let rx = match self.store.coalescer.join(&key) {
+            let flight = if self.config.partition.is_empty() {
+                key.clone()
+            } else {
+                format!("{key}#{}", self.config.partition)
+            };
+            let rx = match self.store.coalescer.join(&flight) {
                 Join::Lead(lead) => {
                     return self
                         .exchange(key, req, origin, directives, why, entry, Some(lead))
@@ -531,7 +544,11 @@ impl Inner {
                 Join::Wait(rx) => rx,
             };
             match coalesce::wait(rx, self.config.coalesce_timeout).await {
-                Outcome::Shared(shared) if key::matches(req.headers(), &shared.secondary) => {
+                // RFC 9111 section 4: a shared response is reused only while still fresh.
+                Outcome::Shared(shared)
+                    if key::matches(req.headers(), &shared.secondary)
+                        && shared.ttl_at(self.now()) > 0 =>
+                {
                     if let Some(resp) = self.shared_response(&shared, &req) {
                         Stats::bump(&self.store.stats().coalesced);
                         return Ok(resp);
@@ -659,6 +676,10 @@ impl Inner {
             .map_err(NotStored::as_str);
         if asked.method == Method::HEAD {
             verdict = Err("head");
+        } else if has_origin_preconditions(&asked.headers) {
+            // The origin answered the client's If-Match/If-Unmodified-Since (a 412, or a 200
+            // chosen by them): not an answer for requests without them.
+            verdict = Err("preconditions");
         }
         if verdict.is_ok()
             && proxy_core::multiplexed::content_length(&parts.headers)
@@ -687,12 +708,14 @@ impl Inner {
         if let Some(lead) = &lead
             && fresh_on_arrival
         {
+            // The stored fields: what `private="field"` withholds is withheld from waiters too.
             lead.share(Arc::new(Shared {
                 status: parts.status,
-                headers: parts.headers.clone(),
+                headers: stored_headers.clone(),
                 fill: fill.clone(),
                 secondary: secondary.clone(),
                 ttl,
+                arrived: response_time,
             }));
         }
         let lead = match lead {
@@ -713,6 +736,7 @@ impl Inner {
             secondary,
         );
         let store = self.store.store.clone();
+        let partition = self.config.partition.clone();
         tokio::spawn(async move {
             if let Some(filled) = fill.run(body).await {
                 let (status, headers, exchange, cc, lifetime, secondary) = entry_head;
@@ -721,6 +745,7 @@ impl Inner {
                     headers,
                     body: filled.body,
                     trailers: filled.trailers,
+                    partition,
                     exchange,
                     cc,
                     lifetime,
@@ -799,6 +824,8 @@ impl Inner {
         storable::strip_unstored(&mut update, &cc_304);
         update.remove(header::CONTENT_LENGTH);
         let mut headers = entry.headers.clone();
+        // The stored Age described the first response; the 304 brings its own (or none).
+        headers.remove(header::AGE);
         // Section 3.2: every field in the 304 replaces the stored field of the same name.
         let mut last: Option<HeaderName> = None;
         for (name, value) in update {
@@ -846,6 +873,7 @@ impl Inner {
             cc,
             lifetime,
             secondary: entry.secondary.clone(),
+            partition: entry.partition.clone(),
             keep,
         })
     }
@@ -874,6 +902,7 @@ impl Inner {
         let mut stores_post = false;
         if status.is_success() || status.is_redirection() {
             let mut uris = vec![key];
+            let mut content_location = None;
             for name in [header::LOCATION, header::CONTENT_LOCATION] {
                 if let Some(uri) = resp
                     .headers()
@@ -881,13 +910,16 @@ impl Inner {
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| same_origin(&target, v))
                 {
+                    if name == header::CONTENT_LOCATION {
+                        content_location = Some(uri.clone());
+                    }
                     uris.push(uri);
                 }
             }
-            // RFC 9110 section 9.3.3: a POST response whose Content-Location is the target
-            // is a representation of it, reusable for later GETs once the old one is gone.
+            // RFC 9110 section 9.3.3: a POST response whose Content-Location (not Location) is
+            // the target is a representation of it, reusable for later GETs.
             stores_post =
-                asked.method == Method::POST && uris.iter().skip(1).any(|u| *u == uris[0]);
+                asked.method == Method::POST && content_location.as_ref() == Some(&uris[0]);
             for uri in &uris {
                 self.store.store.remove(uri).await;
             }
@@ -931,7 +963,7 @@ impl Inner {
         let status = CacheStatus {
             fwd: Some(Forward::UriMiss),
             fwd_status: Some(shared.status.as_u16()),
-            ttl: Some(shared.ttl),
+            ttl: Some(shared.ttl_at(self.now())),
             collapsed: true,
             ..CacheStatus::default()
         };
@@ -973,12 +1005,19 @@ impl Inner {
     ) -> Response<ProxyBody> {
         let mut headers = entry.headers.clone();
         headers.insert(header::AGE, HeaderValue::from(age));
-        let mut resp = match conditional::evaluate(
-            method,
-            request,
-            &entry.headers,
-            entry.exchange.response_time,
-        ) {
+        // RFC 9110 section 13.2.1: preconditions apply to a selected representation, which a
+        // stored error response is not.
+        let precondition = if entry.status.is_success() {
+            conditional::evaluate(
+                method,
+                request,
+                &entry.headers,
+                entry.exchange.response_time,
+            )
+        } else {
+            Precondition::Proceed
+        };
+        let mut resp = match precondition {
             Precondition::NotModified => not_modified(&headers),
             Precondition::Failed => precondition_failed(),
             Precondition::Proceed => {
@@ -1030,15 +1069,26 @@ impl Inner {
     /// Answers the client's own preconditions (stripped from the request that went forward)
     /// against a fresh 200 response.
     fn answer_preconditions(&self, resp: &mut Response<ProxyBody>, asked: &Asked) {
-        if resp.status() != StatusCode::OK || !conditional::is_conditional(&asked.headers) {
+        // Requests with If-Match or If-Unmodified-Since went forward with all their
+        // preconditions, and the origin has answered them (RFC 9111 section 4.3.2).
+        if resp.status() != StatusCode::OK
+            || !conditional::is_conditional(&asked.headers)
+            || has_origin_preconditions(&asked.headers)
+        {
             return;
         }
         match conditional::evaluate(&asked.method, &asked.headers, resp.headers(), self.now()) {
             Precondition::NotModified => {
+                let extensions = std::mem::take(resp.extensions_mut());
                 let headers = resp.headers().clone();
                 *resp = not_modified(&headers);
+                *resp.extensions_mut() = extensions;
             }
-            Precondition::Failed => *resp = precondition_failed(),
+            Precondition::Failed => {
+                let extensions = std::mem::take(resp.extensions_mut());
+                *resp = precondition_failed();
+                *resp.extensions_mut() = extensions;
+            }
             Precondition::Proceed => {}
         }
     }
@@ -1117,6 +1167,29 @@ fn rebuild(asked: &Asked) -> Request<ProxyBody> {
     *req.version_mut() = asked.version;
     *req.headers_mut() = asked.headers.clone();
     req
+}
+
+/// Carries the access log's upstream details from the response that went forward to the one
+/// the cache answers with.
+fn keep_upstream_info(from: &Response<ProxyBody>, to: &mut Response<ProxyBody>) {
+    if let Some(info) = from.extensions().get::<proxy_core::UpstreamInfo>() {
+        to.extensions_mut().insert(*info);
+    }
+}
+
+/// Marks a URI as being revalidated in the background until dropped (even by a panic).
+struct RevalidatingGuard {
+    set: Arc<Mutex<HashSet<String>>>,
+    key: String,
+}
+
+impl Drop for RevalidatingGuard {
+    fn drop(&mut self) {
+        self.set
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.key);
+    }
 }
 
 /// How often a request waits for another one's exchange before it goes upstream alone.

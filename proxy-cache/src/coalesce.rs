@@ -29,6 +29,16 @@ pub struct Shared {
     pub secondary: SecondaryKey,
     /// Freshness left when it arrived, in seconds.
     pub ttl: i64,
+    /// When it arrived; a waiter that joins after it went stale goes upstream instead.
+    pub arrived: std::time::SystemTime,
+}
+
+impl Shared {
+    /// Freshness left at `now`, in seconds (negative when stale).
+    pub fn ttl_at(&self, now: std::time::SystemTime) -> i64 {
+        let elapsed = now.duration_since(self.arrived).map_or(0, |d| d.as_secs());
+        self.ttl - i64::try_from(elapsed).unwrap_or(i64::MAX)
+    }
 }
 
 /// Where a leader's request stands.

@@ -136,7 +136,7 @@ impl Fill {
     /// A new reader from the first byte; `None` once the start of the body has been dropped.
     pub fn reader(self: &Arc<Self>) -> Option<FillReader> {
         let mut st = self.lock();
-        if st.base > 0 {
+        if st.base > 0 || matches!(st.end, Some(Err(_))) {
             return None;
         }
         let id = st.readers.len();

@@ -46,6 +46,9 @@ pub struct Entry {
     pub lifetime: Lifetime,
     /// The secondary key.
     pub secondary: SecondaryKey,
+    /// The route that stored it, among the routes sharing the store (see
+    /// [`crate::CacheConfig::partition`]).
+    pub partition: Arc<str>,
     /// How long moka keeps the entry after it is stored: the freshness left plus the windows
     /// in which a stale copy is still of use.
     pub keep: Duration,
@@ -155,6 +158,9 @@ impl moka::Expiry<Arc<str>, Arc<Variants>> for KeepFor {
 struct Invalidations {
     /// Bumped by every invalidation; a fill takes a ticket (the current value) when it starts.
     seq: AtomicU64,
+    /// Invalidations up to this number were forgotten: a fill with an older ticket is not
+    /// stored, since one of them may have been for its URI.
+    forgotten: AtomicU64,
     exact: Mutex<HashMap<Arc<str>, u64>>,
     prefixes: Mutex<Vec<(Arc<str>, u64)>>,
 }
@@ -169,6 +175,7 @@ impl Invalidations {
         if exact.len() >= REMEMBERED_INVALIDATIONS {
             let horizon = n.saturating_sub(REMEMBERED_INVALIDATIONS as u64 / 2);
             exact.retain(|_, seq| *seq > horizon);
+            self.forgotten.fetch_max(horizon, Ordering::AcqRel);
         }
         exact.insert(Arc::from(key), n);
     }
@@ -177,7 +184,8 @@ impl Invalidations {
         let n = self.seq.fetch_add(1, Ordering::AcqRel) + 1;
         let mut prefixes = self.prefixes.lock().unwrap_or_else(|e| e.into_inner());
         if prefixes.len() >= 64 {
-            prefixes.remove(0);
+            let (_, seq) = prefixes.remove(0);
+            self.forgotten.fetch_max(seq, Ordering::AcqRel);
         }
         prefixes.push((Arc::from(prefix), n));
     }
@@ -186,6 +194,9 @@ impl Invalidations {
     fn since(&self, key: &str, ticket: u64) -> bool {
         if self.seq.load(Ordering::Acquire) == ticket {
             return false;
+        }
+        if ticket < self.forgotten.load(Ordering::Acquire) {
+            return true;
         }
         let exact = self.exact.lock().unwrap_or_else(|e| e.into_inner());
         if exact.get(key).is_some_and(|seq| *seq > ticket) {
@@ -272,12 +283,14 @@ impl Store {
         }
         let key: Arc<str> = Arc::from(key);
         self.cache
-            .entry(key)
+            .entry(key.clone())
             .and_compute_with(|existing| {
                 let mut variants = existing
                     .map(|e| e.into_value().as_ref().clone())
                     .unwrap_or_default();
-                variants.entries.retain(|e| e.secondary != entry.secondary);
+                variants
+                    .entries
+                    .retain(|e| e.secondary != entry.secondary || e.partition != entry.partition);
                 if variants.entries.len() >= MAX_VARIANTS {
                     variants.entries.remove(0);
                 }
@@ -285,6 +298,11 @@ impl Store {
                 std::future::ready(Op::Put(Arc::new(variants)))
             })
             .await;
+        // An invalidation that ran between the check above and the put must still win.
+        if self.invalidations.since(&key, ticket) {
+            self.cache.remove(&*key).await;
+            return;
+        }
         Stats::bump(&self.stats.stores);
     }
 
@@ -373,6 +391,7 @@ mod tests {
             cc: ResponseDirectives::default(),
             lifetime: Lifetime::Explicit(60),
             secondary: Vec::new(),
+            partition: Arc::from(""),
             keep: Duration::from_secs(60),
         })
     }

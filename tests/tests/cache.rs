@@ -1610,3 +1610,67 @@ async fn authorization_requests_are_stored_only_when_public() {
     })
     .await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Two routes for one URL that share a store
+
+const CANARY: &str = r#"
+[upstreams.stable]
+endpoints = ["{S}"]
+
+[upstreams.canary]
+endpoints = ["{C}"]
+
+[[servers]]
+default = true
+
+[[servers.routes]]
+prefix = "/"
+headers = { "x-canary" = "1" }
+upstream = "canary"
+cache = true
+
+[[servers.routes]]
+prefix = "/"
+upstream = "stable"
+cache = true
+"#;
+
+/// Routes that differ only by a header condition share the `default` store, but each uses
+/// only what it stored itself: the canary's response never reaches stable clients.
+#[tokio::test]
+async fn routes_sharing_a_store_never_serve_each_others_responses() {
+    within(30, "canary routes", async {
+        let stable = Origin::start().await;
+        let canary = Origin::start().await;
+        stable.set(
+            "/page",
+            Script::content(Content::Bytes(Bytes::from_static(b"stable"))).cc("max-age=60"),
+        );
+        canary.set(
+            "/page",
+            Script::content(Content::Bytes(Bytes::from_static(b"canary"))).cc("max-age=60"),
+        );
+        let proxy =
+            TestProxy::start(&fill(CANARY, &[("S", stable.addr()), ("C", canary.addr())])).await;
+        let mut c = Conn::connect(proxy.addr()).await;
+
+        let first = get_with(&mut c, "/page", &[("x-canary", "1")]).await;
+        assert_eq!(first.text(), "canary");
+        sleep(Duration::from_millis(200)).await;
+        let plain = get(&mut c, "/page").await;
+        assert_eq!(plain.text(), "stable", "stable client got: {}", cs(&plain));
+        sleep(Duration::from_millis(200)).await;
+        for _ in 0..2 {
+            let again = get_with(&mut c, "/page", &[("x-canary", "1")]).await;
+            assert_eq!(again.text(), "canary");
+            assert!(is_hit(&again), "{}", cs(&again));
+            let plain = get(&mut c, "/page").await;
+            assert_eq!(plain.text(), "stable");
+            assert!(is_hit(&plain), "{}", cs(&plain));
+        }
+        assert_eq!(canary.count("/page"), 1);
+        assert_eq!(stable.count("/page"), 1);
+    })
+    .await;
+}

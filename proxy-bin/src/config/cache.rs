@@ -127,23 +127,30 @@ impl Validator<'_> {
                 heuristic,
                 ..defaults
             };
-            out.insert(
-                name.clone(),
-                StoreSpec {
-                    store: registry.store(name, size),
-                    config,
-                },
-            );
+            let store = self.store(registry, name, size);
+            out.insert(name.clone(), StoreSpec { store, config });
         }
         out
     }
 
-    /// A route's `cache`, or `None` when the route has none.
+    /// The registry's store, or a new one remembered for [`Caches::commit`].
+    fn store(&mut self, registry: &Caches, name: &str, size: u64) -> CacheStore {
+        let (store, created) = registry.store(name, size);
+        if created {
+            self.created_stores
+                .push((name.to_owned(), size, store.clone()));
+        }
+        store
+    }
+
+    /// A route's `cache`, or `None` when the route has none. `partition` tells this route's
+    /// entries apart from other routes' in a shared store.
     pub(super) fn route_cache(
         &mut self,
         raw: &Option<Spanned<RawRouteCache>>,
         stores: &mut BTreeMap<String, StoreSpec>,
         registry: &Caches,
+        partition: &str,
     ) -> Option<Arc<dyn CacheHook>> {
         let raw = raw.as_ref()?;
         let span = raw.span();
@@ -162,10 +169,11 @@ impl Validator<'_> {
             }
         };
         if store_name == "default" && !stores.contains_key("default") {
+            let store = self.store(registry, "default", DEFAULT_SIZE);
             stores.insert(
                 "default".into(),
                 StoreSpec {
-                    store: registry.store("default", DEFAULT_SIZE),
+                    store,
                     config: CacheConfig::default(),
                 },
             );
@@ -181,6 +189,7 @@ impl Validator<'_> {
         };
         let spec = spec.clone();
         let mut config = spec.config.clone();
+        config.partition = Arc::from(partition);
         if let Some(t) = table {
             if let Some(size) = &t.max_object_size {
                 let size = match size {

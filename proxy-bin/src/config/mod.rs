@@ -208,17 +208,47 @@ pub fn parse_with(text: &str, base: &Path, caches: &Caches) -> Result<Config, Ve
         text,
         base,
         caches,
+        created_stores: Vec::new(),
         errors: Vec::new(),
     };
     let config = v.config(raw);
     let mut errors = v.errors;
     match config {
-        Some(c) if errors.is_empty() => Ok(c),
+        Some(c) if errors.is_empty() => {
+            caches.commit(v.created_stores);
+            Ok(c)
+        }
         _ => {
             errors.sort_by_key(|e| (e.line, e.col));
             Err(errors)
         }
     }
+}
+
+/// A stable name for a route among those that may share a cache store: its path condition,
+/// methods, header conditions and upstream, hashed.
+fn route_partition(r: &RawRoute) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    let text = |v: &Option<Spanned<String>>| v.as_ref().map(|s| s.get_ref().clone());
+    (
+        text(&r.prefix),
+        text(&r.exact),
+        text(&r.regex),
+        text(&r.upstream),
+    )
+        .hash(&mut h);
+    if let Some(methods) = &r.methods {
+        for m in methods {
+            m.get_ref().to_ascii_uppercase().hash(&mut h);
+        }
+    }
+    if let Some(headers) = &r.headers {
+        for (k, v) in headers.get_ref() {
+            (k.to_ascii_lowercase(), v).hash(&mut h);
+        }
+    }
+    format!("{:016x}", h.finish())
 }
 
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
@@ -249,6 +279,8 @@ struct Validator<'a> {
     text: &'a str,
     base: &'a Path,
     caches: &'a Caches,
+    /// Cache stores created for this configuration, registered only if it is valid.
+    created_stores: Vec<(String, u64, proxy_cache::CacheStore)>,
     errors: Vec<ConfigError>,
 }
 
@@ -1032,7 +1064,7 @@ impl Validator<'_> {
                     host,
                     request_headers,
                     response_headers,
-                    cache: self.route_cache(&r.cache, stores, self.caches),
+                    cache: self.route_cache(&r.cache, stores, self.caches, &route_partition(r)),
                 }))
             }
         };

@@ -8,8 +8,9 @@
 //!   `conformance-h3` and `conformance-cache` run one of them.
 //! - `loadgen`: a bounded HTTP/3 / HTTP/2 load generator on quinn + h3 and h2.
 //! - `bench [--compare [--duration SECS]] [ARGS...]`: runs the criterion benchmarks of
-//!   `proxy-core`, or with `--compare` side-by-side runs: HTTP/1.1 (wrk) and HTTP/2 over TLS
-//!   (h2load) against nginx, HTTP/3 and HTTP/2 (loadgen) against Caddy.
+//!   `proxy-core` and `proxy-cache`, or with `--compare` side-by-side runs: HTTP/1.1 (wrk),
+//!   cached hits (wrk, against nginx `proxy_cache`) and HTTP/2 over TLS (h2load) against
+//!   nginx, HTTP/3 and HTTP/2 (loadgen) against Caddy.
 
 #![allow(
     clippy::disallowed_methods,
@@ -49,8 +50,8 @@ commands:
                              RFC 9213; proxy-bin with `cache = true` before a scripted origin)
   loadgen --url URL --protocol h3|h2 [--connections N] [--streams N] [--duration SECS]
                              bounded HTTP/3 or HTTP/2 load from Rust (quinn + h3, h2)
-  bench [ARGS...]            cargo bench -p proxy-core --bench core [ARGS...]
-  bench --compare [--duration SECS] [--rounds N] [--cases h1,h2-tls,h3,h2-lg]
+  bench [ARGS...]            cargo bench -p proxy-core -p proxy-cache [ARGS...]
+  bench --compare [--duration SECS] [--rounds N] [--cases h1,h2-tls,h3,h2-lg,cache]
                              side-by-side runs in front of one nginx origin: proxy-bin vs
                              nginx for HTTP/1.1 (wrk) and HTTP/2 over TLS (h2load), proxy-bin
                              vs Caddy for HTTP/3 and HTTP/2 (loadgen); needs nginx, wrk,

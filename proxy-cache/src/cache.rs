@@ -207,6 +207,20 @@ struct Asked {
     ticket: u64,
 }
 
+impl Asked {
+    fn new(parts: &Parts, directives: RequestDirectives, ticket: u64) -> Self {
+        Asked {
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            version: parts.version,
+            headers: parts.headers.clone(),
+            directives,
+            content_location_is_target: false,
+            ticket,
+        }
+    }
+}
+
 impl Inner {
     async fn serve(
         self: Arc<Self>,
@@ -333,15 +347,7 @@ impl Inner {
     ) -> Result<Response<ProxyBody>, ProxyError> {
         Stats::bump(&self.store.stats().revalidations);
         let (parts, body) = req.into_parts();
-        let asked = Asked {
-            method: parts.method.clone(),
-            uri: parts.uri.clone(),
-            version: parts.version,
-            headers: parts.headers.clone(),
-            directives,
-            content_location_is_target: false,
-            ticket: self.store.store.ticket(),
-        };
+        let asked = Asked::new(&parts, directives, self.store.store.ticket());
         let cond = conditional_request(parts, body, &entry);
         let request_time = self.now();
         match origin.send(cond).await {
@@ -610,15 +616,7 @@ impl Inner {
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let strip_preconditions = shareable(&req, &directives);
         let (mut parts, body) = req.into_parts();
-        let asked = Asked {
-            method: parts.method.clone(),
-            uri: parts.uri.clone(),
-            version: parts.version,
-            headers: parts.headers.clone(),
-            directives,
-            content_location_is_target: false,
-            ticket: self.store.store.ticket(),
-        };
+        let asked = Asked::new(&parts, directives, self.store.store.ticket());
         if strip_preconditions {
             // The cache answers the client's preconditions itself from the full response.
             for name in &CLIENT_CONDITIONALS {
@@ -769,7 +767,7 @@ impl Inner {
             ..CacheStatus::default()
         };
         let mut resp = Response::from_parts(parts, body);
-        self.answer_preconditions(&mut resp, asked);
+        self.answer_preconditions(&mut resp, &asked.method, &asked.headers);
         self.finish(&mut resp, &status, "miss");
         Ok(resp)
     }
@@ -887,15 +885,10 @@ impl Inner {
         req: Request<ProxyBody>,
         origin: Origin,
     ) -> Result<Response<ProxyBody>, ProxyError> {
-        let asked = Asked {
-            method: req.method().clone(),
-            uri: req.uri().clone(),
-            version: req.version(),
-            headers: req.headers().clone(),
-            directives: directives::parse_request(req.headers()),
-            content_location_is_target: false,
-            ticket: self.store.store.ticket(),
-        };
+        let (parts, body) = req.into_parts();
+        let directives = directives::parse_request(&parts.headers);
+        let asked = Asked::new(&parts, directives, self.store.store.ticket());
+        let req = Request::from_parts(parts, body);
         let request_time = self.now();
         let resp = origin.send(req).await?;
         let status = resp.status();
@@ -950,16 +943,7 @@ impl Inner {
         let mut resp = Response::new(body::boxed(reader));
         *resp.status_mut() = shared.status;
         *resp.headers_mut() = shared.headers.clone();
-        let asked = Asked {
-            method: req.method().clone(),
-            uri: req.uri().clone(),
-            version: req.version(),
-            headers: req.headers().clone(),
-            directives: RequestDirectives::default(),
-            content_location_is_target: false,
-            ticket: self.store.store.ticket(),
-        };
-        self.answer_preconditions(&mut resp, &asked);
+        self.answer_preconditions(&mut resp, req.method(), req.headers());
         let status = CacheStatus {
             fwd: Some(Forward::UriMiss),
             fwd_status: Some(shared.status.as_u16()),
@@ -1068,16 +1052,21 @@ impl Inner {
 
     /// Answers the client's own preconditions (stripped from the request that went forward)
     /// against a fresh 200 response.
-    fn answer_preconditions(&self, resp: &mut Response<ProxyBody>, asked: &Asked) {
+    fn answer_preconditions(
+        &self,
+        resp: &mut Response<ProxyBody>,
+        method: &Method,
+        request: &HeaderMap,
+    ) {
         // Requests with If-Match or If-Unmodified-Since went forward with all their
         // preconditions, and the origin has answered them (RFC 9111 section 4.3.2).
         if resp.status() != StatusCode::OK
-            || !conditional::is_conditional(&asked.headers)
-            || has_origin_preconditions(&asked.headers)
+            || !conditional::is_conditional(request)
+            || has_origin_preconditions(request)
         {
             return;
         }
-        match conditional::evaluate(&asked.method, &asked.headers, resp.headers(), self.now()) {
+        match conditional::evaluate(method, request, resp.headers(), self.now()) {
             Precondition::NotModified => {
                 let extensions = std::mem::take(resp.extensions_mut());
                 let headers = resp.headers().clone();

@@ -1,6 +1,6 @@
 //! Whether a shared cache may store a response (RFC 9111 section 3), and which of its fields.
 
-use http::header::{self, HeaderMap, HeaderName};
+use http::header::{self, HeaderMap};
 use http::{Method, StatusCode};
 
 use crate::directives::{FieldList, ResponseDirectives};
@@ -163,34 +163,9 @@ pub fn vary_names(headers: &HeaderMap) -> impl Iterator<Item = &str> {
 /// qualified `private` (section 5.2.2.7). A qualified `no-cache` keeps its fields: the cache
 /// revalidates every use of such a response instead (section 5.2.2.4 allows that reading).
 pub fn strip_unstored(headers: &mut HeaderMap, cc: &ResponseDirectives) {
-    let nominated: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for name in nominated {
-        headers.remove(name);
-    }
-    for name in [
-        header::CONNECTION,
-        header::TRANSFER_ENCODING,
-        header::TE,
-        header::TRAILER,
-        header::UPGRADE,
-        header::PROXY_AUTHENTICATE,
-        header::PROXY_AUTHORIZATION,
-    ] {
-        headers.remove(name);
-    }
-    for name in [
-        "keep-alive",
-        "proxy-connection",
-        "proxy-authentication-info",
-    ] {
-        headers.remove(name);
-    }
+    proxy_core::headers::remove_hop_by_hop(headers);
+    headers.remove(header::TRAILER);
+    headers.remove("proxy-authentication-info");
     if let FieldList::Fields(names) = &cc.private {
         for name in names {
             headers.remove(name);

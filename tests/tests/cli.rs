@@ -171,14 +171,15 @@ async fn demo_serves_its_routes() {
         assert!(banner.contains(&addr.to_string()));
         assert!(banner.contains(&cert.display().to_string()));
 
+        // The catalog is cached: two products are two misses, balanced round robin; the
+        // same product again is a hit from the cache.
         let mut served_by = Vec::new();
-        for _ in 0..2 {
-            let r = client::get(addr, "/products/42").await;
+        for product in ["/products/1", "/products/2"] {
+            let r = client::get(addr, product).await;
             assert_eq!(r.status, 200);
             assert!(r.text().starts_with("catalog endpoint"), "{}", r.text());
             assert!(
-                r.text()
-                    .contains("served GET /products/42 (client 127.0.0.1)"),
+                r.text().contains(&format!("served GET {product}")),
                 "{}",
                 r.text()
             );
@@ -188,6 +189,19 @@ async fn demo_serves_its_routes() {
             served_by[0], served_by[1],
             "round robin over two catalog endpoints"
         );
+        let mut hit = None;
+        for _ in 0..20 {
+            let r = client::get(addr, "/products/1").await;
+            let status = r.header("cache-status").unwrap_or_default().to_owned();
+            if status.contains("hit") {
+                hit = Some((r.text(), r.header("x-served-by").unwrap().to_owned()));
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let (text, by) = hit.expect("a second GET of a product is a cache hit");
+        assert!(text.contains("served GET /products/1"), "{text}");
+        assert_eq!(by, served_by[0]);
         let r = client::get(addr, "/checkout/cart").await;
         assert!(r.text().starts_with("orders endpoint"), "{}", r.text());
         let r = client::get(addr, "/old-shop").await;

@@ -126,11 +126,6 @@ impl CacheStore {
     pub async fn maintain(&self) {
         self.store.maintain().await;
     }
-
-    /// Misses currently waiting on an upstream response.
-    pub fn misses_in_flight(&self) -> usize {
-        self.coalescer.in_flight()
-    }
 }
 
 /// A route's cache: policy plus shared storage.
@@ -786,12 +781,11 @@ impl Inner {
             .stale_while_revalidate
             .unwrap_or(0)
             .max(cc.stale_if_error.unwrap_or(0));
-        let validator =
-            if headers.contains_key(header::ETAG) || headers.contains_key(header::LAST_MODIFIED) {
-                self.config.stale_retention.as_secs()
-            } else {
-                0
-            };
+        let validator = if storable::has_validator(headers) {
+            self.config.stale_retention.as_secs()
+        } else {
+            0
+        };
         Duration::from_secs(
             fresh
                 .saturating_add(window)

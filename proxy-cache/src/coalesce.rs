@@ -86,11 +86,6 @@ impl Coalescer {
             slot,
         })
     }
-
-    /// Misses in flight (for tests and metrics).
-    pub fn in_flight(&self) -> usize {
-        self.inflight.lock().map_or(0, |m| m.len())
-    }
 }
 
 /// The leader's side of a coalesced miss; dropping it releases the waiters.

@@ -152,11 +152,6 @@ impl Fill {
         })
     }
 
-    /// True while the body is still a candidate for storage.
-    pub fn storing(&self) -> bool {
-        self.lock().storing
-    }
-
     /// Reads `body` to its end, sharing every frame with the readers. Returns the complete
     /// body when it may be stored.
     pub async fn run(self: Arc<Self>, mut body: ProxyBody) -> Option<Filled> {
@@ -251,15 +246,15 @@ impl Body for FillReader {
     type Error = BodyError;
 
     fn poll_frame(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         if self.done {
             return Poll::Ready(None);
         }
         let id = self.id;
-        let fill = self.fill.clone();
-        let mut st = fill.lock();
+        let this = self.get_mut();
+        let mut st = this.fill.lock();
         let base = st.base;
         let pushed = st.pushed();
         let Some(cursor) = st.readers.get(id).and_then(|r| r.cursor) else {
@@ -268,14 +263,14 @@ impl Body for FillReader {
         if cursor < pushed {
             let Some(chunk) = st.chunks.get(cursor - base).cloned() else {
                 drop(st);
-                self.done = true;
+                this.done = true;
                 return Poll::Ready(Some(Err(Box::new(FillError("chunk dropped".into())))));
             };
             st.readers[id].cursor = Some(cursor + 1);
             if !st.storing {
                 st.trim();
                 drop(st);
-                fill.progress.notify_waiters();
+                this.fill.progress.notify_waiters();
             }
             return Poll::Ready(Some(Ok(Frame::data(chunk))));
         }
@@ -291,14 +286,14 @@ impl Body for FillReader {
                 match trailers {
                     Some(t) => Poll::Ready(Some(Ok(Frame::trailers(t)))),
                     None => {
-                        self.done = true;
+                        this.done = true;
                         Poll::Ready(None)
                     }
                 }
             }
             Some(Err(e)) => {
                 drop(st);
-                self.done = true;
+                this.done = true;
                 Poll::Ready(Some(Err(Box::new(FillError(e)))))
             }
             None => {

@@ -1,5 +1,7 @@
 //! The `Cache-Status` response field (RFC 9211).
 
+use std::fmt::Write as _;
+
 use http::HeaderValue;
 
 /// Why the cache forwarded a request (RFC 9211 section 2.2).
@@ -77,11 +79,12 @@ impl CacheStatus {
             out.push_str("; fwd=");
             out.push_str(fwd.as_str());
         }
+        // Formatted in place: this runs on every cached response.
         if let Some(s) = self.fwd_status {
-            out.push_str(&format!("; fwd-status={s}"));
+            let _ = write!(out, "; fwd-status={s}");
         }
         if let Some(ttl) = self.ttl {
-            out.push_str(&format!("; ttl={ttl}"));
+            let _ = write!(out, "; ttl={ttl}");
         }
         if self.stored {
             out.push_str("; stored");

@@ -130,8 +130,7 @@ pub fn check(
     }
     // Section 3: one of public, Expires, max-age, s-maxage, or a heuristically cacheable
     // status; and, beyond the RFC's minimum, something that makes the entry reusable.
-    let validator =
-        headers.contains_key(header::ETAG) || headers.contains_key(header::LAST_MODIFIED);
+    let validator = has_validator(headers);
     let explicit = lifetime.is_explicit() || cc.public;
     if !(explicit || freshness::heuristically_cacheable(status)) {
         return Err(NotStored::Unusable);
@@ -140,6 +139,11 @@ pub fn check(
         return Err(NotStored::Unusable);
     }
     Ok(())
+}
+
+/// True when the response has a validator (`ETag` or `Last-Modified`) to revalidate with.
+pub fn has_validator(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::ETAG) || headers.contains_key(header::LAST_MODIFIED)
 }
 
 /// True when `Vary` lists `*`.

@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
+use http::StatusCode;
 use http::header::{HeaderMap, HeaderName};
-use http::{StatusCode, header};
 use moka::future::Cache;
 use moka::notification::RemovalCause;
 use moka::ops::compute::Op;
@@ -73,11 +73,6 @@ impl Entry {
     /// The current age in seconds at `now`.
     pub fn age(&self, now: SystemTime) -> u64 {
         self.exchange.current_age(now)
-    }
-
-    /// True when the entry has `ETag` or `Last-Modified`.
-    pub fn has_validator(&self) -> bool {
-        self.headers.contains_key(header::ETAG) || self.headers.contains_key(header::LAST_MODIFIED)
     }
 }
 

@@ -69,18 +69,6 @@ pub struct CacheTarget {
     pub path_and_query: String,
 }
 
-impl CacheTarget {
-    /// The target as an absolute URI string (`https://host/path?q`).
-    pub fn uri(&self) -> String {
-        format!(
-            "{}://{}{}",
-            self.scheme.as_str(),
-            self.authority,
-            self.path_and_query
-        )
-    }
-}
-
 /// A response cache in front of a route's upstream.
 pub trait CacheHook: Send + Sync + fmt::Debug + 'static {
     /// Answers `req`, from storage or through `origin`, storing what may be stored.

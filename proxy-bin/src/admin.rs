@@ -3,6 +3,8 @@
 //! - `GET /cache`: every store's counters as JSON.
 //! - `DELETE /cache?url=URL`: removes every variant stored for the absolute `URL`.
 //! - `DELETE /cache?prefix=URL`: removes every stored URL that starts with `URL`.
+//! - `GET /health`: every upstream's endpoints with their health, circuit-breaker and
+//!   retry-budget state, as JSON.
 //!
 //! With a `secret` configured, every request needs `Authorization: Bearer SECRET`.
 
@@ -15,8 +17,9 @@ use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use proxy_core::CacheTarget;
+use proxy_core::balance::Selection;
 use proxy_core::conn::Scheme;
+use proxy_core::{CacheTarget, Proxy};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -27,6 +30,7 @@ use crate::config::AdminSpec;
 pub async fn start(
     spec: &AdminSpec,
     caches: Caches,
+    proxy: Proxy,
     stop: CancellationToken,
 ) -> anyhow::Result<SocketAddr> {
     let listener = TcpListener::bind(spec.address).await?;
@@ -48,12 +52,16 @@ pub async fn start(
             };
             let caches = caches.clone();
             let secret = secret.clone();
+            let proxy = proxy.clone();
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |req| {
                     let caches = caches.clone();
                     let secret = secret.clone();
+                    let proxy = proxy.clone();
                     async move {
-                        Ok::<_, Infallible>(handle(req, &caches, secret.as_deref(), peer).await)
+                        Ok::<_, Infallible>(
+                            handle(req, &caches, &proxy, secret.as_deref(), peer).await,
+                        )
                     }
                 });
                 if let Err(e) = hyper::server::conn::http1::Builder::new()
@@ -71,6 +79,7 @@ pub async fn start(
 async fn handle(
     req: Request<Incoming>,
     caches: &Caches,
+    proxy: &Proxy,
     secret: Option<&str>,
     peer: SocketAddr,
 ) -> Response<Full<Bytes>> {
@@ -87,6 +96,15 @@ async fn handle(
                 r#"{"error":"unauthorized"}"#.into(),
             );
         }
+    }
+    if req.uri().path() == "/health" {
+        return match *req.method() {
+            Method::GET => json(StatusCode::OK, health(proxy)),
+            _ => json(
+                StatusCode::METHOD_NOT_ALLOWED,
+                r#"{"error":"use GET"}"#.into(),
+            ),
+        };
     }
     if req.uri().path() != "/cache" {
         return json(StatusCode::NOT_FOUND, r#"{"error":"not found"}"#.into());
@@ -218,6 +236,50 @@ async fn stats(caches: &Caches) -> String {
         );
     }
     serde_json::json!({ "stores": stores }).to_string()
+}
+
+/// Every upstream of the configuration being served, with each endpoint's health.
+fn health(proxy: &Proxy) -> String {
+    let config = proxy.config();
+    let now = tokio::time::Instant::now();
+    let mut upstreams = serde_json::Map::new();
+    for up in &config.upstreams {
+        let endpoints: Vec<serde_json::Value> = up
+            .health_view(now)
+            .into_iter()
+            .map(|(ep, view)| {
+                serde_json::json!({
+                    "address": ep.addr().to_string(),
+                    "name": ep.authority().as_str(),
+                    "backup": ep.is_backup(),
+                    "weight": ep.weight(),
+                    "available": view.available,
+                    "checks_failing": view.checks_failing,
+                    "ejected_for_ms": view.ejected_for.map(|d| d.as_millis() as u64),
+                    "ejections": view.ejections,
+                    "weight_factor": view.weight_factor,
+                    "transitions": view.transitions,
+                    "last_cause": view.last_cause.map(|c| c.as_str()),
+                    "outstanding": ep.outstanding(),
+                })
+            })
+            .collect();
+        upstreams.insert(
+            up.name().to_owned(),
+            serde_json::json!({
+                "selection": match up.selection(now) {
+                    Some(Selection::Primary) => "primary",
+                    Some(Selection::Backup) => "backup",
+                    Some(Selection::Panic) => "panic",
+                    None => "none",
+                },
+                "endpoints": endpoints,
+                "breaker_refused": up.breaker().refused(),
+                "retry_budget_left": up.budget().remaining(now),
+            }),
+        );
+    }
+    serde_json::json!({ "upstreams": upstreams }).to_string()
 }
 
 fn json(status: StatusCode, body: String) -> Response<Full<Bytes>> {

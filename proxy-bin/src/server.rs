@@ -81,9 +81,24 @@ impl Running {
     }
 
     /// Swaps in a new runtime configuration; requests in flight finish on the old one.
-    /// Listener and server settings need a restart.
+    /// Listener and server settings need a restart. Endpoints that stay (same upstream
+    /// name, address and role) keep their health; the old upstreams' health checks stop and
+    /// the new ones' start.
     pub fn reload(&self, config: ProxyConfig) {
+        let old = self.proxy.config();
+        for up in &config.upstreams {
+            if let Some(prev) = old.upstreams.iter().find(|o| o.name() == up.name()) {
+                up.inherit_health(prev);
+            }
+        }
+        let upstreams = config.upstreams.clone();
         self.proxy.reload(config);
+        for up in &old.upstreams {
+            up.retire();
+        }
+        for up in &upstreams {
+            proxy_core::health::monitor(up);
+        }
         tracing::info!("configuration reloaded");
     }
 
@@ -141,14 +156,22 @@ struct Listener {
 /// Binds every listener and starts serving `config`.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     tls::install_crypto_provider();
+    for up in &config.proxy.upstreams {
+        proxy_core::health::monitor(up);
+    }
     let proxy = Proxy::new(config.proxy);
     let stop_accepting = CancellationToken::new();
     config.caches.spawn_maintenance(stop_accepting.clone());
     let admin = match &config.admin {
         Some(spec) => Some(
-            crate::admin::start(spec, config.caches.clone(), stop_accepting.clone())
-                .await
-                .with_context(|| format!("admin listener {}", spec.address))?,
+            crate::admin::start(
+                spec,
+                config.caches.clone(),
+                proxy.clone(),
+                stop_accepting.clone(),
+            )
+            .await
+            .with_context(|| format!("admin listener {}", spec.address))?,
         ),
         None => None,
     };

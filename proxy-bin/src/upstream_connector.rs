@@ -9,8 +9,8 @@ use std::time::Duration;
 use http::Request;
 use proxy_core::body::ProxyBody;
 use proxy_core::{
-    ConnectOptions, Connector, DialFuture, Dialed, Dialer, Endpoint, SendError, SendFuture,
-    TcpDialer, UpstreamError,
+    ConnectOptions, Connector, DialFuture, Dialed, Dialer, Endpoint, LimitedDialer, SendError,
+    SendFuture, TcpDialer, UpstreamError,
 };
 use proxy_http1::{ClientOptions, Http1Connector};
 use proxy_http2::Http2Connector;
@@ -42,26 +42,46 @@ pub struct UpstreamTls {
     pub server_name: Option<ServerName<'static>>,
 }
 
-/// Builds the connector for an upstream.
+/// Builds the connector for an upstream. With `max_connections`, HTTP/1.1 and HTTP/2
+/// connectors dial through a [`LimitedDialer`] (validation refuses the limit for `auto` and
+/// `http3`, whose dialers are internal).
 pub fn build(
     protocol: UpstreamProtocol,
     h1: ClientOptions,
     tls: Option<UpstreamTls>,
+    max_connections: Option<u32>,
 ) -> Result<Arc<dyn Connector>, proxy_http3::Http3Error> {
     let h2 = proxy_http2::ClientOptions {
         tls: tls.is_some(),
         ..proxy_http2::ClientOptions::default()
     };
+    let limit = |d: Arc<dyn Dialer>| -> Arc<dyn Dialer> {
+        match max_connections {
+            Some(max) => Arc::new(LimitedDialer::new(d, max)),
+            None => d,
+        }
+    };
     Ok(match (protocol, tls) {
-        (UpstreamProtocol::Http1, None) => Arc::new(Http1Connector::new(h1)),
-        (UpstreamProtocol::Http2, None) => Arc::new(Http2Connector::new(h2)),
+        // Without a limit the connectors use their own (unboxed) TCP path.
+        (UpstreamProtocol::Http1, None) if max_connections.is_none() => {
+            Arc::new(Http1Connector::new(h1))
+        }
+        (UpstreamProtocol::Http2, None) if max_connections.is_none() => {
+            Arc::new(Http2Connector::new(h2))
+        }
+        (UpstreamProtocol::Http1, None) => {
+            Arc::new(Http1Connector::with_dialer(h1, limit(Arc::new(TcpDialer))))
+        }
+        (UpstreamProtocol::Http2, None) => {
+            Arc::new(Http2Connector::with_dialer(h2, limit(Arc::new(TcpDialer))))
+        }
         (UpstreamProtocol::Http1, Some(t)) => Arc::new(Http1Connector::with_dialer(
             h1,
-            Arc::new(TlsDialer::new(&t, &[ALPN_HTTP1])),
+            limit(Arc::new(TlsDialer::new(&t, &[ALPN_HTTP1]))),
         )),
         (UpstreamProtocol::Http2, Some(t)) => Arc::new(Http2Connector::with_dialer(
             h2,
-            Arc::new(TlsDialer::new(&t, &[ALPN_H2])),
+            limit(Arc::new(TlsDialer::new(&t, &[ALPN_H2]))),
         )),
         // Validation refuses `auto` and `http3` without TLS; HTTP/1.1 is the safe reading.
         (UpstreamProtocol::Auto | UpstreamProtocol::Http3, None) => {

@@ -126,9 +126,8 @@ fn bench_balancers(c: &mut Criterion) {
                 bench.iter(|| {
                     key = key.wrapping_add(0x9e37_79b9_7f4a_7c15);
                     let ctx = PickContext {
-                        now,
-                        tried: &[],
                         hash: Some(key),
+                        ..PickContext::new(now)
                     };
                     b.pick(black_box(&eps), &ctx)
                 })

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use crate::cache::CacheHook;
 use crate::headers::{ForwardingHeaders, HeaderRules, ValueTemplate};
+use crate::retry::RetryPolicy;
 use crate::rewrite::{PathRewrite, Redirect};
 use crate::route::RouteTable;
 use crate::upstream::Upstream;
@@ -35,6 +36,8 @@ pub struct ProxyRoute {
     pub response_headers: HeaderRules,
     /// The response cache in front of the upstream, if the route has one.
     pub cache: Option<Arc<dyn CacheHook>>,
+    /// How failed attempts are retried, and the request's overall deadline.
+    pub retry: RetryPolicy,
 }
 
 /// What a matched route does.
@@ -88,4 +91,6 @@ pub struct ProxyConfig {
     pub routes: RouteTable<RouteAction>,
     /// Proxy-wide settings.
     pub settings: Settings,
+    /// Every upstream, for health monitoring and reporting.
+    pub upstreams: Vec<Arc<Upstream>>,
 }

@@ -1,86 +1,62 @@
 //! Upstream endpoints and the live state balancers and health decisions read.
 
 use std::net::SocketAddr;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
+
+use crate::breaker::RequestPermit;
+use crate::health::EndpointHealth;
 
 /// Latency assumed for an endpoint that has not answered yet (peak-EWMA cold start).
 const DEFAULT_RTT: Duration = Duration::from_millis(1);
 /// How quickly old latency observations fade (peak-EWMA decay constant).
 const EWMA_DECAY: Duration = Duration::from_secs(10);
 
-/// One upstream server: an address, a weight and its live statistics.
+/// One upstream server: an address, a weight, its live statistics and its health.
 #[derive(Debug)]
 pub struct Endpoint {
     addr: SocketAddr,
     authority: http::uri::Authority,
     weight: u32,
+    backup: bool,
     epoch: Instant,
     outstanding: AtomicUsize,
     /// Peak-EWMA latency estimate in nanoseconds, as `f64` bits.
     ewma_bits: AtomicU64,
     /// When `ewma_bits` was last updated, in nanoseconds since `epoch`.
     ewma_stamp: AtomicU64,
-    /// End of the current ejection, in nanoseconds since `epoch`; 0 when not ejected.
-    ejected_until: AtomicU64,
-    /// Set when the endpoint was ejected and has not succeeded since.
-    tripped: AtomicBool,
-    failures: Mutex<FailWindow>,
-}
-
-#[derive(Debug, Default)]
-struct FailWindow {
-    fails: u32,
-    started: Option<Instant>,
-}
-
-/// Passive health settings, with nginx's `max_fails` / `fail_timeout` meaning.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PassiveHealth {
-    /// Failures within `fail_timeout` that eject the endpoint; 0 disables ejection.
-    pub max_fails: u32,
-    /// The window failures are counted in, and how long an ejection lasts.
-    pub fail_timeout: Duration,
-}
-
-impl Default for PassiveHealth {
-    /// nginx's defaults: one failure within 10 s ejects for 10 s.
-    fn default() -> Self {
-        PassiveHealth {
-            max_fails: 1,
-            fail_timeout: Duration::from_secs(10),
-        }
-    }
-}
-
-/// What a failure did to the endpoint's health.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HealthChange {
-    /// Still in rotation.
-    Unchanged,
-    /// Taken out of rotation until the given time.
-    Ejected(Instant),
+    health: EndpointHealth,
 }
 
 impl Endpoint {
-    /// A new endpoint. `authority` is what `Host` becomes when a route asks for the endpoint's
-    /// name; `weight` is clamped to at least 1.
+    /// A new, healthy primary endpoint. `authority` is what `Host` becomes when a route asks
+    /// for the endpoint's name; `weight` is clamped to at least 1.
     pub fn new(addr: SocketAddr, authority: http::uri::Authority, weight: u32) -> Self {
         Endpoint {
             addr,
             authority,
             weight: weight.max(1),
+            backup: false,
             epoch: Instant::now(),
             outstanding: AtomicUsize::new(0),
             ewma_bits: AtomicU64::new((DEFAULT_RTT.as_nanos() as f64).to_bits()),
             ewma_stamp: AtomicU64::new(0),
-            ejected_until: AtomicU64::new(0),
-            tripped: AtomicBool::new(false),
-            failures: Mutex::new(FailWindow::default()),
+            health: EndpointHealth::new(false),
         }
+    }
+
+    /// Marks the endpoint as a backup, used only when no primary is available.
+    pub fn backup(mut self, backup: bool) -> Self {
+        self.backup = backup;
+        self
+    }
+
+    /// Sets whether the endpoint starts out failing its active checks (it must pass first).
+    pub fn initially_failing(mut self, failing: bool) -> Self {
+        self.health = EndpointHealth::new(failing);
+        self
     }
 
     /// The socket address connections go to.
@@ -98,6 +74,16 @@ impl Endpoint {
         self.weight
     }
 
+    /// True for a backup endpoint.
+    pub fn is_backup(&self) -> bool {
+        self.backup
+    }
+
+    /// The endpoint's health.
+    pub fn health(&self) -> &EndpointHealth {
+        &self.health
+    }
+
     /// Requests sent to this endpoint whose response has not finished.
     pub fn outstanding(&self) -> usize {
         self.outstanding.load(Ordering::Relaxed)
@@ -107,16 +93,14 @@ impl Endpoint {
         u64::try_from(t.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
     }
 
-    /// True unless the endpoint is ejected at `now`.
+    /// True when balancers may pick the endpoint at `now` (checks pass, not ejected).
     pub fn is_available(&self, now: Instant) -> bool {
-        let until = self.ejected_until.load(Ordering::Relaxed);
-        until == 0 || self.nanos_since_epoch(now) >= until
+        self.health.is_available(now)
     }
 
-    /// Time until the endpoint's ejection ends (zero when available).
+    /// Time until the endpoint's ejection ends (zero when not ejected).
     pub fn ejected_for(&self, now: Instant) -> Duration {
-        let until = self.ejected_until.load(Ordering::Relaxed);
-        Duration::from_nanos(until.saturating_sub(self.nanos_since_epoch(now)))
+        self.health.is_ejected_for(now)
     }
 
     /// Counts a request as started; the returned guard counts it finished when dropped.
@@ -124,6 +108,7 @@ impl Endpoint {
         self.outstanding.fetch_add(1, Ordering::Relaxed);
         InFlight {
             endpoint: self.clone(),
+            permit: None,
         }
     }
 
@@ -152,44 +137,15 @@ impl Endpoint {
         self.ewma_stamp.store(now_ns, Ordering::Relaxed);
     }
 
-    /// Records a failed attempt (connect error, reset, timeout).
-    ///
-    /// nginx semantics: `max_fails` failures within `fail_timeout` eject the endpoint for
-    /// `fail_timeout`; after it comes back, one more failure before a success ejects it again.
-    pub fn record_failure(&self, policy: PassiveHealth, now: Instant) -> HealthChange {
-        if policy.max_fails == 0 {
-            return HealthChange::Unchanged;
-        }
-        let mut w = match self.failures.lock() {
-            Ok(w) => w,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        let tripped = self.tripped.load(Ordering::Relaxed);
-        if !tripped && w.started.is_none_or(|s| now - s >= policy.fail_timeout) {
-            w.started = Some(now);
-            w.fails = 0;
-        }
-        w.fails += 1;
-        if tripped || w.fails >= policy.max_fails {
-            w.fails = 0;
-            w.started = None;
-            let until = now + policy.fail_timeout;
-            self.ejected_until
-                .store(self.nanos_since_epoch(until).max(1), Ordering::Relaxed);
-            self.tripped.store(true, Ordering::Relaxed);
-            return HealthChange::Ejected(until);
-        }
-        HealthChange::Unchanged
-    }
-
-    /// Records a successful exchange; returns true when this ends an ejection episode.
-    pub fn record_success(&self) -> bool {
-        if !self.tripped.load(Ordering::Relaxed) {
-            return false;
-        }
-        self.tripped.store(false, Ordering::Relaxed);
-        self.ejected_until.store(0, Ordering::Relaxed);
-        true
+    /// Takes over the health and latency estimate of the same server in an earlier
+    /// configuration.
+    pub fn inherit(&self, old: &Endpoint) {
+        self.health.inherit(&old.health);
+        let now = Instant::now();
+        self.ewma_bits
+            .store(old.latency_estimate(now).to_bits(), Ordering::Relaxed);
+        self.ewma_stamp
+            .store(self.nanos_since_epoch(now), Ordering::Relaxed);
     }
 }
 
@@ -197,6 +153,14 @@ impl Endpoint {
 #[derive(Debug)]
 pub struct InFlight {
     endpoint: std::sync::Arc<Endpoint>,
+    permit: Option<RequestPermit>,
+}
+
+impl InFlight {
+    /// Keeps the request's circuit-breaker slot until the response ends.
+    pub fn hold(&mut self, permit: RequestPermit) {
+        self.permit = Some(permit);
+    }
 }
 
 impl Drop for InFlight {
@@ -216,63 +180,6 @@ mod tests {
             "127.0.0.1:1".parse().unwrap(),
             1,
         ))
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn ejects_after_max_fails_within_window_and_returns() {
-        let e = ep();
-        let policy = PassiveHealth {
-            max_fails: 3,
-            fail_timeout: Duration::from_secs(10),
-        };
-        let t0 = Instant::now();
-        assert_eq!(e.record_failure(policy, t0), HealthChange::Unchanged);
-        assert_eq!(
-            e.record_failure(policy, t0 + Duration::from_secs(1)),
-            HealthChange::Unchanged
-        );
-        // Window expired: counting restarts.
-        let t1 = t0 + Duration::from_secs(11);
-        assert_eq!(e.record_failure(policy, t1), HealthChange::Unchanged);
-        assert_eq!(e.record_failure(policy, t1), HealthChange::Unchanged);
-        assert!(matches!(
-            e.record_failure(policy, t1),
-            HealthChange::Ejected(_)
-        ));
-        assert!(!e.is_available(t1));
-        assert!(!e.is_available(t1 + Duration::from_secs(9)));
-        assert_eq!(
-            e.ejected_for(t1 + Duration::from_secs(4)),
-            Duration::from_secs(6)
-        );
-        let back = t1 + Duration::from_secs(10);
-        assert!(e.is_available(back));
-        // Back on probation: the next failure ejects at once.
-        assert!(matches!(
-            e.record_failure(policy, back),
-            HealthChange::Ejected(_)
-        ));
-        let later = back + Duration::from_secs(10);
-        assert!(e.is_available(later));
-        assert!(e.record_success());
-        assert!(!e.record_success());
-        assert_eq!(e.record_failure(policy, later), HealthChange::Unchanged);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn max_fails_zero_never_ejects() {
-        let e = ep();
-        let policy = PassiveHealth {
-            max_fails: 0,
-            fail_timeout: Duration::from_secs(10),
-        };
-        for _ in 0..10 {
-            assert_eq!(
-                e.record_failure(policy, Instant::now()),
-                HealthChange::Unchanged
-            );
-        }
-        assert!(e.is_available(Instant::now()));
     }
 
     #[tokio::test(start_paused = true)]

@@ -37,6 +37,9 @@ pub enum UpstreamError {
     /// No response head arrived within the response-header timeout.
     #[error("the upstream did not answer in time")]
     ResponseTimeout,
+    /// The upstream's `max_connections` are open; no new one may be opened.
+    #[error("the upstream's connection limit is reached")]
+    ConnectionLimit,
     /// Reading the client's request body failed while forwarding it (client's fault).
     #[error("reading the request body from the client failed")]
     ClientBody(#[source] BodyError),
@@ -45,7 +48,10 @@ pub enum UpstreamError {
 impl UpstreamError {
     /// True when the failure says nothing about the endpoint's health (the client broke it).
     pub fn is_endpoint_failure(&self) -> bool {
-        !matches!(self, UpstreamError::ClientBody(_))
+        !matches!(
+            self,
+            UpstreamError::ClientBody(_) | UpstreamError::ConnectionLimit
+        )
     }
 
     /// True when the failure happened before any byte could have reached the upstream.
@@ -99,6 +105,15 @@ pub enum ProxyError {
         /// How long until an ejected endpoint comes back, sent as `Retry-After`.
         retry_after: Duration,
     },
+    /// A circuit-breaker limit of the upstream refused the request.
+    #[error("upstream overloaded: {reason}")]
+    CircuitOpen {
+        /// Which limit (`max_requests`, `pending_timeout`, ...).
+        reason: &'static str,
+    },
+    /// The request's deadline (route timeout or `grpc-timeout`) passed before a response.
+    #[error("request deadline exceeded")]
+    DeadlineExceeded,
     /// The last endpoint tried failed.
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
@@ -132,12 +147,16 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
-            ProxyError::NoHealthyEndpoint { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::NoHealthyEndpoint { .. } | ProxyError::CircuitOpen { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ProxyError::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Upstream(e) => match e {
                 UpstreamError::ConnectTimeout | UpstreamError::ResponseTimeout => {
                     StatusCode::GATEWAY_TIMEOUT
                 }
                 UpstreamError::ClientBody(_) => StatusCode::BAD_REQUEST,
+                UpstreamError::ConnectionLimit => StatusCode::SERVICE_UNAVAILABLE,
                 UpstreamError::Connect(_)
                 | UpstreamError::Io(_)
                 | UpstreamError::BadResponse(_) => StatusCode::BAD_GATEWAY,
@@ -155,7 +174,11 @@ impl ProxyError {
     /// Which side failed.
     pub fn side(&self) -> Side {
         match self {
-            ProxyError::NoRoute | ProxyError::NoHealthyEndpoint { .. } => Side::Proxy,
+            ProxyError::NoRoute
+            | ProxyError::NoHealthyEndpoint { .. }
+            | ProxyError::CircuitOpen { .. }
+            | ProxyError::Upstream(UpstreamError::ConnectionLimit) => Side::Proxy,
+            ProxyError::DeadlineExceeded => Side::Upstream,
             ProxyError::Upstream(UpstreamError::ClientBody(_)) => Side::Downstream,
             ProxyError::Upstream(_) => Side::Upstream,
             ProxyError::BadRequest(_)
@@ -173,6 +196,8 @@ impl ProxyError {
         match self {
             ProxyError::NoRoute => "no_route",
             ProxyError::NoHealthyEndpoint { .. } => "no_healthy_endpoint",
+            ProxyError::CircuitOpen { .. } => "circuit_open",
+            ProxyError::DeadlineExceeded => "deadline_exceeded",
             ProxyError::Upstream(e) => match e {
                 UpstreamError::Connect(_) => "upstream_connect",
                 UpstreamError::ConnectTimeout => "upstream_connect_timeout",
@@ -180,6 +205,7 @@ impl ProxyError {
                 UpstreamError::BadResponse(_) => "upstream_bad_response",
                 UpstreamError::ResponseTimeout => "upstream_timeout",
                 UpstreamError::ClientBody(_) => "client_body",
+                UpstreamError::ConnectionLimit => "upstream_max_connections",
             },
             ProxyError::BadRequest(_) => "bad_request",
             ProxyError::UriTooLong => "uri_too_long",
@@ -206,7 +232,8 @@ impl ProxyError {
             HeaderValue::from_static("text/plain; charset=utf-8"),
         );
         if let ProxyError::NoHealthyEndpoint { retry_after } = self {
-            let secs = retry_after.as_secs().max(1);
+            // Rounded up: a client that waits the advertised time finds the endpoint back.
+            let secs = (retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0)).max(1);
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         if self.side() == Side::Downstream {
@@ -243,6 +270,14 @@ mod tests {
             (ProxyError::HeadersTooLarge, 431),
             (ProxyError::PayloadTooLarge, 413),
             (ProxyError::ClientTimeout, 408),
+            (
+                ProxyError::CircuitOpen {
+                    reason: "max_requests",
+                },
+                503,
+            ),
+            (ProxyError::DeadlineExceeded, 504),
+            (ProxyError::Upstream(UpstreamError::ConnectionLimit), 503),
         ];
         for (err, status) in cases {
             assert_eq!(err.status().as_u16(), status, "{err:?}");

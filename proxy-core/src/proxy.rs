@@ -27,19 +27,24 @@ use tokio::time::Instant;
 use crate::access_log::{AccessEntry, ResponseBody};
 use crate::balance::hash_key;
 use crate::body::{self, ProxyBody};
+use crate::breaker::RetryPermit;
 use crate::cache::{CacheLog, CacheTarget, Origin, UpstreamInfo};
 use crate::config::{HostRewrite, ProxyConfig, ProxyRoute, RouteAction};
 use crate::conn::{ConnInfo, EarlyData, ListenerPolicy, Scheme};
-use crate::endpoint::HealthChange;
+use crate::connector::ConnectOptions;
 use crate::error::{ProxyError, SendError, UpstreamError};
 use crate::headers::{TakesTrailers, X_REQUEST_ID, remove_hop_by_hop, upgrade_request};
+use crate::health::Outcome;
+use crate::replay::Replay;
 use crate::request_id;
+use crate::retry::{GRPC_TIMEOUT, RetryPolicy, grpc_timeout_value, parse_grpc_timeout};
 use crate::rewrite::normalize_path;
 use crate::route::{PathMatch, RouteMatch};
 use crate::template::Vars;
 use crate::upgrade::PendingUpgrade;
 use crate::upload::{Expired, TrackedUpload, UploadProgress, await_response};
 use crate::upstream::{HashKey, Upstream};
+use std::time::Duration;
 
 /// The protocol-free reverse proxy, as a service from request to response.
 ///
@@ -560,13 +565,6 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
         .ok()
 }
 
-fn is_idempotent(method: &Method) -> bool {
-    matches!(
-        *method,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
-    )
-}
-
 #[allow(clippy::too_many_arguments)]
 async fn proxy_to_upstream(
     config: &ProxyConfig,
@@ -671,19 +669,58 @@ async fn proxy_to_upstream(
         takes_trailers,
     };
     let policy = upstream.policy();
-    let can_replay = is_idempotent(&head.method)
-        && body::is_empty(&body)
-        && policy.max_attempts > 1
-        && upstream.endpoints().len() > 1;
-    let replay = can_replay.then(|| head.clone());
-    let progress = UploadProgress::new(body::is_empty(&body));
+    let retry = &route.retry;
+    let started = Instant::now();
+    // The request's deadline: the route's overall timeout, and the client's own gRPC
+    // deadline when it sent one; what is left of it is what each attempt gets.
+    let grpc_deadline = parse_grpc_timeout(&head.headers).map(|t| started + t);
+    let deadline = match (retry.timeout.map(|t| entry.started + t), grpc_deadline) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    let admission_wait = deadline.map_or(policy.timeouts.connect, |d| {
+        d.saturating_duration_since(started)
+            .min(policy.timeouts.connect)
+    });
+    let mut permit = match upstream.breaker().admit(admission_wait).await {
+        Ok(p) => Some(p),
+        Err(overflow) => {
+            tracing::warn!(
+                upstream = upstream.name(),
+                reason = overflow.as_str(),
+                request_id = entry.request_id.to_str().unwrap_or("-"),
+                "circuit breaker refused the request"
+            );
+            return Err(ProxyError::CircuitOpen {
+                reason: overflow.as_str(),
+            });
+        }
+    };
+    upstream.budget().deposit(started);
+
+    let body_empty = body::is_empty(&body);
+    let progress = UploadProgress::new(body_empty);
     let body = body::boxed(TrackedUpload::new(body, progress.clone()));
-    let mut next: Option<Request<ProxyBody>> = Some(head.into_request(body));
+    let resendable = retry.attempts > 1 && retry.may_resend(&head.method);
+    let (first_body, replay) = if body_empty || retry.attempts <= 1 {
+        (body, None)
+    } else {
+        let r = Replay::new(body, retry.buffer);
+        (body::boxed(r.attempt()), Some(r))
+    };
+    let method_resendable = resendable && (body_empty || replay.is_some());
+    let retry_head = method_resendable.then(|| head.clone());
+    let mut next: Option<Request<ProxyBody>> = Some(head.into_request(first_body));
     let mut tried: Vec<usize> = Vec::with_capacity(2);
     let mut last_error: Option<UpstreamError> = None;
+    let mut retry_permit: Option<RetryPermit> = None;
 
     while let Some(mut req) = next.take() {
         let now = Instant::now();
+        let left = deadline.map(|d| d.saturating_duration_since(now));
+        if left.is_some_and(|l| l.is_zero()) {
+            return Err(ProxyError::DeadlineExceeded);
+        }
         let Some(index) = upstream.pick(now, &tried, hash) else {
             break;
         };
@@ -697,31 +734,78 @@ async fn proxy_to_upstream(
         if needs_host && let Ok(h) = HeaderValue::from_str(endpoint.authority().as_str()) {
             req.headers_mut().insert(header::HOST, h);
         }
-        let in_flight = endpoint.start();
-        let sent_at = Instant::now();
-        let send = upstream
-            .connector()
-            .send(endpoint, upstream.connect_options(), req);
+        if let (Some(_), Some(left)) = (grpc_deadline, left) {
+            req.headers_mut()
+                .insert(GRPC_TIMEOUT, grpc_timeout_value(left));
+        }
+        let mut in_flight = endpoint.start();
         let timeouts = policy.timeouts;
-        let result =
-            match await_response(send, &progress, timeouts.response_header, timeouts.idle).await {
-                Ok(r) => r,
-                Err(Expired::Upstream(e)) => Err(e),
-                Err(Expired::Client) => {
-                    tracing::info!(
-                        request_id = entry.request_id.to_str().unwrap_or("-"),
-                        timeout = ?timeouts.idle,
-                        "client stopped sending its request body"
-                    );
-                    return Err(ProxyError::ClientTimeout);
-                }
-            };
+        let cap = |d: Duration| left.map_or(d, |l| d.min(l));
+        let opts = ConnectOptions {
+            connect_timeout: cap(timeouts.connect),
+        };
+        let header_timeout = cap(retry.per_try_timeout.map_or(timeouts.response_header, |t| {
+            t.min(timeouts.response_header)
+        }));
+        let sent_at = Instant::now();
+        let send = upstream.connector().send(endpoint, opts, req);
+        let waited = await_response(send, &progress, header_timeout, timeouts.idle);
+        let waited = match deadline {
+            Some(d) => tokio::time::timeout_at(d, waited)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(Expired::Upstream(SendError::lost(
+                        UpstreamError::ResponseTimeout,
+                    )))
+                }),
+            None => waited.await,
+        };
+        let result = match waited {
+            Ok(r) => r,
+            Err(Expired::Upstream(e)) => Err(e),
+            Err(Expired::Client) => {
+                tracing::info!(
+                    request_id = entry.request_id.to_str().unwrap_or("-"),
+                    timeout = ?timeouts.idle,
+                    "client stopped sending its request body"
+                );
+                return Err(ProxyError::ClientTimeout);
+            }
+        };
+        let more = tried.len() < retry.attempts as usize;
         match result {
             Ok(resp) => {
                 let now = Instant::now();
                 endpoint.observe_latency(now - sent_at, now);
-                if endpoint.record_success() {
-                    tracing::info!(upstream = upstream.name(), endpoint = %endpoint.addr(), "endpoint recovered");
+                let status = resp.status();
+                let outcome = if status.is_server_error() {
+                    Outcome::ServerError
+                } else {
+                    Outcome::Success
+                };
+                upstream.record(index, outcome, now);
+                if more
+                    && retry.retries_status(status)
+                    && let Some(again) = resend(&retry_head, &replay)
+                    && let Some(p) = retry_gate(upstream, now, entry)
+                {
+                    tracing::info!(
+                        upstream = upstream.name(),
+                        endpoint = %endpoint.addr(),
+                        status = status.as_u16(),
+                        request_id = entry.request_id.to_str().unwrap_or("-"),
+                        "retrying on the upstream's status"
+                    );
+                    drop(resp);
+                    drop(in_flight);
+                    retry_permit = Some(p);
+                    backoff(retry, tried.len(), deadline).await;
+                    next = Some(again);
+                    continue;
+                }
+                drop(retry_permit.take());
+                if let Some(p) = permit.take() {
+                    in_flight.hold(p);
                 }
                 entry.upstream = Some(endpoint.addr());
                 entry.upstream_header_time = Some(now - entry.started);
@@ -740,15 +824,9 @@ async fn proxy_to_upstream(
             }
             Err(SendError { error, request }) => {
                 drop(in_flight);
-                if error.is_endpoint_failure()
-                    && let HealthChange::Ejected(_) = endpoint.record_failure(policy.health, now)
-                {
-                    tracing::warn!(
-                        upstream = upstream.name(),
-                        endpoint = %endpoint.addr(),
-                        fail_timeout = ?policy.health.fail_timeout,
-                        "endpoint ejected"
-                    );
+                let now = Instant::now();
+                if error.is_endpoint_failure() {
+                    upstream.record(index, Outcome::GatewayFailure, now);
                 }
                 tracing::warn!(
                     upstream = upstream.name(),
@@ -758,14 +836,20 @@ async fn proxy_to_upstream(
                     request_id = entry.request_id.to_str().unwrap_or("-"),
                     "upstream attempt failed"
                 );
-                let more = tried.len() < policy.max_attempts as usize;
-                next = match request {
-                    Some(r) if more => Some(*r),
-                    _ if more && error.is_endpoint_failure() => {
-                        replay.clone().map(|h| h.into_request(body::empty()))
-                    }
+                let unsent = request.is_some();
+                let wanted = more && retry.retries_error(&error, unsent);
+                let again = match request {
+                    Some(r) if wanted => Some(*r),
+                    _ if wanted => resend(&retry_head, &replay),
                     _ => None,
                 };
+                if let Some(again) = again
+                    && let Some(p) = retry_gate(upstream, now, entry)
+                {
+                    retry_permit = Some(p);
+                    backoff(retry, tried.len(), deadline).await;
+                    next = Some(again);
+                }
                 last_error = Some(error);
             }
         }
@@ -779,6 +863,51 @@ async fn proxy_to_upstream(
             retry_after: upstream.retry_after(Instant::now()),
         }),
     }
+}
+
+/// The request for another attempt after the previous one may have reached the upstream:
+/// the kept head with an empty body, or with the replayed body while it was all kept.
+fn resend(head: &Option<UpstreamHead>, replay: &Option<Replay>) -> Option<Request<ProxyBody>> {
+    let head = head.clone()?;
+    match replay {
+        None => Some(head.into_request(body::empty())),
+        Some(r) if r.can_replay() => Some(head.into_request(body::boxed(r.attempt()))),
+        Some(_) => None,
+    }
+}
+
+/// Asks the upstream's retry budget and circuit breaker for one retry.
+fn retry_gate(upstream: &Upstream, now: Instant, entry: &AccessEntry) -> Option<RetryPermit> {
+    let Some(permit) = upstream.breaker().retry() else {
+        tracing::info!(
+            upstream = upstream.name(),
+            reason = "max_retries",
+            request_id = entry.request_id.to_str().unwrap_or("-"),
+            "retry refused by the circuit breaker"
+        );
+        return None;
+    };
+    if !upstream.budget().try_withdraw(now) {
+        tracing::info!(
+            upstream = upstream.name(),
+            reason = "retry_budget",
+            request_id = entry.request_id.to_str().unwrap_or("-"),
+            "retry refused: the upstream's retry budget is spent"
+        );
+        return None;
+    }
+    Some(permit)
+}
+
+/// Waits before retry number `attempts - 1`, never past the deadline.
+async fn backoff(retry: &RetryPolicy, attempts: usize, deadline: Option<Instant>) {
+    let retry_no = u32::try_from(attempts.saturating_sub(1).max(1)).unwrap_or(u32::MAX);
+    let wait = retry.backoff(retry_no);
+    if wait.is_zero() {
+        return;
+    }
+    let until = Instant::now() + wait;
+    tokio::time::sleep_until(deadline.map_or(until, |d| d.min(until))).await;
 }
 
 fn error_cause(error: &UpstreamError) -> String {

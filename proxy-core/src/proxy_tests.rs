@@ -11,8 +11,8 @@ use crate::Proxy;
 use crate::body;
 use crate::config::{HostRewrite, ProxyConfig, ProxyRoute, RouteAction, Settings};
 use crate::conn::ConnInfo;
-use crate::endpoint::PassiveHealth;
 use crate::headers::{ForwardingHeaders, HeaderRules};
+use crate::health::{HealthPolicy, OutlierPolicy};
 use crate::rewrite::{PathRewrite, Redirect};
 use crate::route::{PathMatch, Route, RouteTable, VirtualHost};
 use crate::template::Template;
@@ -36,6 +36,10 @@ fn proxy_route(up: &Arc<Upstream>) -> ProxyRoute {
         request_headers: HeaderRules::default(),
         response_headers: HeaderRules::default(),
         cache: None,
+        retry: crate::retry::RetryPolicy {
+            backoff: Duration::ZERO,
+            ..crate::retry::RetryPolicy::default()
+        },
     }
 }
 
@@ -57,6 +61,7 @@ fn proxy(routes: Vec<Route<RouteAction>>, settings: Settings) -> Proxy {
         }])
         .unwrap(),
         settings,
+        upstreams: Vec::new(),
     })
 }
 
@@ -257,9 +262,12 @@ async fn reset_retries_idempotent_but_not_post() {
         }
     });
     let policy = UpstreamPolicy {
-        health: PassiveHealth {
-            max_fails: 0,
-            fail_timeout: Duration::from_secs(10),
+        health: HealthPolicy {
+            outlier: OutlierPolicy {
+                max_fails: 0,
+                ..OutlierPolicy::default()
+            },
+            ..HealthPolicy::default()
         },
         ..UpstreamPolicy::default()
     };
@@ -291,11 +299,19 @@ async fn reset_retries_idempotent_but_not_post() {
 #[tokio::test(start_paused = true)]
 async fn all_down_gives_503_with_retry_after_then_timeouts_give_504() {
     let mock = MockConnector::new(|_, _| MockReply::Refuse);
-    let up = upstream(
-        &mock,
-        &["127.0.0.1:9001", "127.0.0.1:9002"],
-        UpstreamPolicy::default(),
-    );
+    // Without panic mode and with every endpoint allowed out, nothing is left to try.
+    let policy = UpstreamPolicy {
+        health: HealthPolicy {
+            panic_threshold: 0,
+            outlier: OutlierPolicy {
+                max_ejection_percent: 100,
+                ..OutlierPolicy::default()
+            },
+            ..HealthPolicy::default()
+        },
+        ..UpstreamPolicy::default()
+    };
+    let up = upstream(&mock, &["127.0.0.1:9001", "127.0.0.1:9002"], policy);
     let p = proxy(
         vec![route(
             PathMatch::Prefix("/".into()),

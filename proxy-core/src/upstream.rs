@@ -1,14 +1,19 @@
-//! An upstream: a named pool of endpoints with its balancer, timeouts and retry policy.
+//! An upstream: a named pool of endpoints with its balancer, timeouts, health policy,
+//! circuit breaker and retry budget.
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::balance::{self, Balancer, BalancerKind, PickContext};
+use crate::balance::{self, Balancer, BalancerKind, PickContext, Selection};
+use crate::breaker::{Breaker, BreakerLimits};
 use crate::connector::{ConnectOptions, Connector};
-use crate::endpoint::{Endpoint, PassiveHealth};
+use crate::endpoint::Endpoint;
+use crate::health::{HealthPolicy, HealthView, Transition};
+use crate::retry_budget::{RetryBudget, RetryBudgetPolicy};
 
 /// Where a consistent-hash balancer takes its key from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,12 +55,14 @@ pub struct UpstreamPolicy {
     pub balancer: BalancerKind,
     /// Key source for consistent hashing.
     pub hash_key: Option<HashKey>,
-    /// Passive health (ejection) settings.
-    pub health: PassiveHealth,
+    /// Active checks, outlier detection, slow start and panic threshold.
+    pub health: HealthPolicy,
     /// Phase timeouts.
     pub timeouts: Timeouts,
-    /// Most endpoints one request may be sent to (first try included).
-    pub max_attempts: u32,
+    /// Circuit-breaker limits.
+    pub breaker: BreakerLimits,
+    /// How many retries the upstream takes on top of its requests.
+    pub retry_budget: RetryBudgetPolicy,
 }
 
 impl Default for UpstreamPolicy {
@@ -63,9 +70,13 @@ impl Default for UpstreamPolicy {
         UpstreamPolicy {
             balancer: BalancerKind::RoundRobin,
             hash_key: None,
-            health: PassiveHealth::default(),
+            health: HealthPolicy {
+                panic_threshold: 50,
+                ..HealthPolicy::default()
+            },
             timeouts: Timeouts::default(),
-            max_attempts: 3,
+            breaker: BreakerLimits::default(),
+            retry_budget: RetryBudgetPolicy::default(),
         }
     }
 }
@@ -77,6 +88,10 @@ pub struct Upstream {
     balancer: Box<dyn Balancer>,
     policy: UpstreamPolicy,
     connector: Arc<dyn Connector>,
+    breaker: Breaker,
+    budget: RetryBudget,
+    panicking: AtomicBool,
+    retired: AtomicBool,
 }
 
 impl fmt::Debug for Upstream {
@@ -102,8 +117,12 @@ impl Upstream {
             name: name.into(),
             endpoints,
             balancer,
+            breaker: Breaker::new(policy.breaker),
+            budget: RetryBudget::new(policy.retry_budget),
             policy,
             connector,
+            panicking: AtomicBool::new(false),
+            retired: AtomicBool::new(false),
         }
     }
 
@@ -134,10 +153,181 @@ impl Upstream {
         }
     }
 
-    /// Picks an endpoint not in `tried`, or `None` when none is eligible.
+    /// The circuit breaker.
+    pub fn breaker(&self) -> &Breaker {
+        &self.breaker
+    }
+
+    /// The retry budget.
+    pub fn budget(&self) -> &RetryBudget {
+        &self.budget
+    }
+
+    /// Which endpoints may take requests now: healthy primaries; healthy backups when no
+    /// primary is available; every primary (panic) when too few are available.
+    pub fn selection(&self, now: Instant) -> Option<Selection> {
+        let (mut primaries, mut primaries_up, mut backups_up) = (0usize, 0usize, 0usize);
+        for e in &self.endpoints {
+            let up = e.is_available(now);
+            if e.is_backup() {
+                backups_up += usize::from(up);
+            } else {
+                primaries += 1;
+                primaries_up += usize::from(up);
+            }
+        }
+        let threshold = usize::from(self.policy.health.panic_threshold.min(100));
+        let selection = if primaries_up > 0 && primaries_up * 100 >= threshold * primaries {
+            Selection::Primary
+        } else if primaries_up == 0 && backups_up > 0 {
+            Selection::Backup
+        } else if threshold > 0 && primaries > 0 {
+            Selection::Panic
+        } else {
+            return None;
+        };
+        let panic = selection == Selection::Panic;
+        if self.panicking.swap(panic, Ordering::Relaxed) != panic {
+            if panic {
+                tracing::warn!(
+                    upstream = %self.name,
+                    available = primaries_up,
+                    primaries,
+                    panic_threshold = threshold,
+                    "too few endpoints available: balancing over all of them (panic mode)"
+                );
+            } else {
+                tracing::info!(upstream = %self.name, available = primaries_up, primaries, "panic mode over");
+            }
+        }
+        Some(selection)
+    }
+
+    /// Picks an endpoint not in `tried` among those [`Upstream::selection`] allows, or any of
+    /// those when every one was tried; `None` when none is eligible.
     pub fn pick(&self, now: Instant, tried: &[usize], hash: Option<u64>) -> Option<usize> {
-        self.balancer
-            .pick(&self.endpoints, &PickContext { now, tried, hash })
+        let select = self.selection(now)?;
+        let ctx = PickContext {
+            now,
+            tried,
+            hash,
+            select,
+            slow_start: self.policy.health.slow_start.as_ref(),
+        };
+        self.balancer.pick(&self.endpoints, &ctx).or_else(|| {
+            if tried.is_empty() {
+                return None;
+            }
+            self.balancer
+                .pick(&self.endpoints, &PickContext { tried: &[], ..ctx })
+        })
+    }
+
+    /// True when one more endpoint may be ejected: at most `max_ejection_percent` of them
+    /// (but always one) are out at once.
+    fn may_eject(&self, now: Instant) -> bool {
+        let n = self.endpoints.len();
+        let pct = usize::from(self.policy.health.outlier.max_ejection_percent.min(100));
+        let cap = (n * pct / 100).max(1);
+        let ejected = self
+            .endpoints
+            .iter()
+            .filter(|e| e.health().is_ejected(now))
+            .count();
+        ejected < cap
+    }
+
+    /// Feeds the outcome of a request to endpoint `index` into outlier detection.
+    pub(crate) fn record(&self, index: usize, outcome: crate::health::Outcome, now: Instant) {
+        let Some(ep) = self.endpoints.get(index) else {
+            return;
+        };
+        if let Some(t) = ep
+            .health()
+            .record(outcome, &self.policy.health.outlier, now, || {
+                self.may_eject(now)
+            })
+        {
+            self.log_transition(ep, &t, None);
+        }
+    }
+
+    /// Feeds an active check result for endpoint `index`; `detail` says why it failed.
+    pub fn record_check(&self, index: usize, passed: bool, detail: Option<&str>, now: Instant) {
+        let (Some(ep), Some(check)) = (self.endpoints.get(index), &self.policy.health.active)
+        else {
+            return;
+        };
+        if let Some(t) = ep.health().record_check(passed, check, now) {
+            self.log_transition(ep, &t, detail);
+        }
+    }
+
+    /// Periodic health work for every endpoint: reports ended ejections and applies the
+    /// failure-percentage rule.
+    pub fn sweep(&self, now: Instant) {
+        for ep in &self.endpoints {
+            for t in ep
+                .health()
+                .sweep(&self.policy.health.outlier, now, || self.may_eject(now))
+            {
+                self.log_transition(ep, &t, None);
+            }
+        }
+    }
+
+    fn log_transition(&self, ep: &Endpoint, t: &Transition, detail: Option<&str>) {
+        if t.available {
+            tracing::info!(
+                upstream = %self.name,
+                endpoint = %ep.addr(),
+                cause = t.cause.as_str(),
+                ejections = t.ejections,
+                "endpoint healthy"
+            );
+        } else {
+            tracing::warn!(
+                upstream = %self.name,
+                endpoint = %ep.addr(),
+                cause = t.cause.as_str(),
+                ejected_for = ?t.ejected_for,
+                ejections = t.ejections,
+                detail = detail.unwrap_or(""),
+                "endpoint unhealthy"
+            );
+        }
+    }
+
+    /// Each endpoint with its health, for the admin endpoint.
+    pub fn health_view(&self, now: Instant) -> Vec<(Arc<Endpoint>, HealthView)> {
+        let ss = self.policy.health.slow_start.as_ref();
+        self.endpoints
+            .iter()
+            .map(|e| (e.clone(), e.health().view(now, ss)))
+            .collect()
+    }
+
+    /// Takes over the health of the same servers (same address and role) in `old`.
+    pub fn inherit_health(&self, old: &Upstream) {
+        for ep in &self.endpoints {
+            if let Some(prev) = old
+                .endpoints
+                .iter()
+                .find(|o| o.addr() == ep.addr() && o.is_backup() == ep.is_backup())
+            {
+                ep.inherit(prev);
+            }
+        }
+    }
+
+    /// Marks the upstream as replaced by a reload: its health monitor stops.
+    pub fn retire(&self) {
+        self.retired.store(true, Ordering::Relaxed);
+    }
+
+    /// True once [`Upstream::retire`] was called.
+    pub fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Relaxed)
     }
 
     /// How long until the first ejected endpoint returns (for `Retry-After`).

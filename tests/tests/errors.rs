@@ -1,6 +1,6 @@
 //! Answers the proxy makes itself when the upstream fails: 502 for a refused connection, a
 //! reset, a close without answer or a non-HTTP answer; 503 with `Retry-After` when every
-//! endpoint is ejected; 504 when the response head does not arrive within
+//! endpoint is ejected (without panic mode); 504 when the response head does not arrive within
 //! `response_header_timeout`. Upstream statuses (even 5xx) are relayed untouched.
 
 // Tests panic on purpose: a failed assertion or setup step is the failure report.
@@ -53,7 +53,12 @@ async fn bad_gateway_for_each_upstream_failure() {
 
         for mode in [Mode::Reset, Mode::Close, Mode::Garbage] {
             let b = Backend::start_mode("broken", mode).await;
-            let proxy = TestProxy::start(&fill(&single("max_fails = 0"), &[("A", b.addr())])).await;
+            // One attempt per request, so that each request is one connection.
+            let proxy = TestProxy::start(&fill(
+                &single("max_fails = 0\nmax_attempts = 1"),
+                &[("A", b.addr())],
+            ))
+            .await;
             let mut c = Conn::connect(proxy.addr()).await;
             for i in 0..2 {
                 let r = c.get(&format!("/try/{i}")).await;
@@ -76,6 +81,9 @@ async fn service_unavailable_with_retry_after_when_all_are_ejected() {
 endpoints = ["{A}", "{B}"]
 max_fails = 1
 fail_timeout = "20s"
+# Without panic mode, and with every endpoint allowed out, nothing is left to try.
+panic_threshold = 0
+outlier = { max_ejection_percent = 100 }
 
 [[servers]]
 default = true

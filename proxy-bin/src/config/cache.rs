@@ -60,7 +60,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 }
 
 impl Validator<'_> {
-    fn size(&mut self, raw: &Spanned<RawSize>) -> Option<u64> {
+    pub(super) fn size(&mut self, raw: &Spanned<RawSize>) -> Option<u64> {
         match raw.get_ref() {
             RawSize::Bytes(n) => Some(*n),
             RawSize::Text(t) => match parse_size(t) {

@@ -4,6 +4,7 @@
 
 mod cache;
 pub mod raw;
+mod resilience;
 
 pub use cache::{AdminSpec, parse_size};
 
@@ -22,8 +23,8 @@ use proxy_core::rewrite::{PathRewrite, REDIRECT_STATUSES, Redirect};
 use proxy_core::route::{PathMatch, Route, RouteTable, VirtualHost};
 use proxy_core::template::Template;
 use proxy_core::{
-    Endpoint, HashKey, HostRewrite, Limits, PassiveHealth, ProxyConfig, ProxyRoute, RouteAction,
-    Settings, Timeouts, Upstream, UpstreamPolicy,
+    Endpoint, HashKey, HostRewrite, Limits, ProxyConfig, ProxyRoute, RouteAction, Settings,
+    Timeouts, Upstream, UpstreamPolicy,
 };
 use proxy_http1::{ClientOptions, ServerOptions};
 use regex::Regex;
@@ -417,6 +418,7 @@ impl Validator<'_> {
             proxy: ProxyConfig {
                 routes,
                 settings: Settings { forwarding, limits },
+                upstreams: upstreams.into_values().collect(),
             },
             admin,
             caches: registry.clone(),
@@ -754,11 +756,17 @@ impl Validator<'_> {
         let span = up.span();
         let mut endpoints = Vec::new();
         for ep in &u.endpoints {
-            let (address, weight) = match ep.get_ref() {
-                raw::RawEndpoint::Address(a) => (a.as_str(), 1),
-                raw::RawEndpoint::Detailed { address, weight } => {
-                    (address.as_str(), weight.unwrap_or(1))
-                }
+            let (address, weight, backup) = match ep.get_ref() {
+                raw::RawEndpoint::Address(a) => (a.as_str(), 1, false),
+                raw::RawEndpoint::Detailed {
+                    address,
+                    weight,
+                    backup,
+                } => (
+                    address.as_str(),
+                    weight.unwrap_or(1),
+                    backup.unwrap_or(false),
+                ),
             };
             if weight == 0 {
                 self.error(ep.span(), "endpoint weight must be at least 1");
@@ -767,7 +775,7 @@ impl Validator<'_> {
             let resolved = address.to_socket_addrs().ok().and_then(|mut it| it.next());
             match (authority, resolved) {
                 (Some(a), Some(addr)) if a.port_u16().is_some() => {
-                    endpoints.push(Arc::new(Endpoint::new(addr, a, weight)));
+                    endpoints.push(Endpoint::new(addr, a, weight).backup(backup));
                 }
                 _ => self.error(
                     ep.span(),
@@ -779,6 +787,11 @@ impl Validator<'_> {
         }
         if u.endpoints.is_empty() {
             self.error(span.clone(), format!("upstream `{name}` has no endpoints"));
+        } else if !endpoints.is_empty() && endpoints.iter().all(Endpoint::is_backup) {
+            self.error(
+                span.clone(),
+                format!("upstream `{name}` has only backup endpoints: mark one as primary"),
+            );
         }
         let balancer = match &u.balancer {
             None => BalancerKind::RoundRobin,
@@ -827,10 +840,7 @@ impl Validator<'_> {
         let policy = UpstreamPolicy {
             balancer,
             hash_key,
-            health: PassiveHealth {
-                max_fails: u.max_fails.unwrap_or(defaults.health.max_fails),
-                fail_timeout: self.duration(&u.fail_timeout, defaults.health.fail_timeout),
-            },
+            health: self.health_policy(u),
             timeouts: Timeouts {
                 connect: self.duration(&u.connect_timeout, defaults.timeouts.connect),
                 response_header: self.duration(
@@ -839,8 +849,18 @@ impl Validator<'_> {
                 ),
                 idle: self.duration(&u.idle_timeout, defaults.timeouts.idle),
             },
-            max_attempts: u.max_attempts.unwrap_or(defaults.max_attempts).max(1),
+            breaker: self.breaker(&u.circuit_breaker),
+            retry_budget: self.retry_budget(&u.retry_budget),
         };
+        let initially_failing = policy
+            .health
+            .active
+            .as_ref()
+            .is_some_and(|c| !c.initially_healthy);
+        let endpoints: Vec<Arc<Endpoint>> = endpoints
+            .into_iter()
+            .map(|e| Arc::new(e.initially_failing(initially_failing)))
+            .collect();
         let pool_defaults = ClientOptions::default();
         let h1 = ClientOptions {
             idle_timeout: self.duration(&u.keepalive_timeout, pool_defaults.idle_timeout),
@@ -879,7 +899,16 @@ impl Validator<'_> {
             None => None,
             Some(t) => Some(self.upstream_tls(t)?),
         };
-        let connector = match upstream_connector::build(protocol, h1, tls) {
+        let max_connections = policy.breaker.max_connections;
+        if max_connections.is_some()
+            && matches!(protocol, UpstreamProtocol::Auto | UpstreamProtocol::Http3)
+        {
+            self.error(
+                span.clone(),
+                "circuit_breaker.max_connections is supported with protocol http1 or http2 only",
+            );
+        }
+        let connector = match upstream_connector::build(protocol, h1, tls, max_connections) {
             Ok(c) => c,
             Err(e) => {
                 self.error(up.span(), e.to_string());
@@ -1041,6 +1070,11 @@ impl Validator<'_> {
                     }
                     return None;
                 };
+                let upstream_attempts = declared
+                    .get(name.get_ref())
+                    .and_then(|u| u.get_ref().max_attempts)
+                    .unwrap_or(3)
+                    .max(1);
                 let rewrite = self.rewrite(r, &path)?;
                 let host = match &r.host {
                     None => HostRewrite::Pass,
@@ -1065,6 +1099,7 @@ impl Validator<'_> {
                     request_headers,
                     response_headers,
                     cache: self.route_cache(&r.cache, stores, self.caches, &route_partition(r)),
+                    retry: self.retry(&r.retry, &r.timeout, upstream_attempts),
                 }))
             }
         };

@@ -295,8 +295,21 @@ pub struct RawUpstream {
     pub max_fails: Option<u32>,
     /// Failure window and ejection time.
     pub fail_timeout: Option<Spanned<String>>,
-    /// Endpoints one request may try.
+    /// Attempts one request may make (routes' default `retry.attempts`).
     pub max_attempts: Option<u32>,
+    /// Share (percent) of primary endpoints that must be available; below it requests are
+    /// balanced over all of them (panic mode; 0 disables).
+    pub panic_threshold: Option<Spanned<u8>>,
+    /// Ramp a recovered endpoint's weight up over this time: `"30s"` or a table.
+    pub slow_start: Option<Spanned<RawSlowStart>>,
+    /// Active health checks.
+    pub health_check: Option<Spanned<RawHealthCheck>>,
+    /// Passive outlier detection beyond `max_fails`.
+    pub outlier: Option<Spanned<RawOutlier>>,
+    /// Circuit-breaker limits.
+    pub circuit_breaker: Option<Spanned<RawCircuitBreaker>>,
+    /// Retry budget.
+    pub retry_budget: Option<Spanned<RawRetryBudget>>,
     /// Connect timeout.
     pub connect_timeout: Option<Spanned<String>>,
     /// Time to the response head.
@@ -339,6 +352,8 @@ pub enum RawEndpoint {
         address: String,
         /// Balancing weight (default 1).
         weight: Option<u32>,
+        /// Used only when no primary endpoint is available (default false).
+        backup: Option<bool>,
     },
 }
 
@@ -408,6 +423,131 @@ pub struct RawRoute {
     pub response_headers: Option<Spanned<RawHeaderRules>>,
     /// Response caching for this route.
     pub cache: Option<Spanned<RawRouteCache>>,
+    /// Retry policy (defaults from the upstream's `max_attempts`).
+    pub retry: Option<Spanned<RawRetry>>,
+    /// Longest time to the response head, retries included; the deadline upstream
+    /// requests inherit.
+    pub timeout: Option<Spanned<String>>,
+}
+
+/// `slow_start = "30s"` or `{ window = "30s", min_weight_percent = 10 }`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawSlowStart {
+    /// The window.
+    Window(String),
+    /// The table form.
+    Table {
+        /// The window.
+        window: String,
+        /// Weight share the ramp starts from (default 10).
+        min_weight_percent: Option<u8>,
+    },
+}
+
+/// `[upstreams.NAME.health_check]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealthCheck {
+    /// `http` (default) or `tcp`.
+    #[serde(rename = "type")]
+    pub kind: Option<Spanned<String>>,
+    /// HTTP method (default GET).
+    pub method: Option<Spanned<String>>,
+    /// Path and query (default `/`).
+    pub path: Option<Spanned<String>>,
+    /// `Host` sent (default: the endpoint's `host:port`).
+    pub host: Option<Spanned<String>>,
+    /// Passing statuses: numbers or `"200-299"` ranges (default 200-399).
+    pub expect: Option<Vec<Spanned<RawStatusRange>>>,
+    /// Text the body must contain.
+    pub body: Option<Spanned<String>>,
+    /// Time between probes (default 5s).
+    pub interval: Option<Spanned<String>>,
+    /// Random extra delay, at most this (default a fifth of the interval).
+    pub jitter: Option<Spanned<String>>,
+    /// Probe timeout (default 2s).
+    pub timeout: Option<Spanned<String>>,
+    /// Passes in a row to recover (default 2).
+    pub healthy_threshold: Option<u32>,
+    /// Failures in a row to fail (default 3).
+    pub unhealthy_threshold: Option<u32>,
+    /// `healthy` (default) or `unhealthy`: the state before the first probe.
+    pub initial: Option<Spanned<String>>,
+}
+
+/// A status or a status range.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawStatusRange {
+    /// `204`
+    Code(u16),
+    /// `"200-299"` or `"204"`
+    Text(String),
+}
+
+/// `[upstreams.NAME.outlier]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOutlier {
+    /// 5xx responses in a row that eject (default 0: off).
+    pub consecutive_5xx: Option<u32>,
+    /// Failed share (percent) of a window's requests that ejects.
+    pub failure_percentage: Option<Spanned<u8>>,
+    /// Fewest requests in a window for the percentage rule (default 20).
+    pub failure_percentage_min_requests: Option<u32>,
+    /// The percentage rule's window (default 10s).
+    pub interval: Option<Spanned<String>>,
+    /// First ejection's length (default: `fail_timeout`).
+    pub base_ejection_time: Option<Spanned<String>>,
+    /// Longest ejection (default 300s).
+    pub max_ejection_time: Option<Spanned<String>>,
+    /// Most endpoints ejected at once, in percent (default 50; one may always be).
+    pub max_ejection_percent: Option<Spanned<u8>>,
+}
+
+/// `[upstreams.NAME.circuit_breaker]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCircuitBreaker {
+    /// Open connections to all endpoints together.
+    pub max_connections: Option<u32>,
+    /// Requests in flight.
+    pub max_requests: Option<u32>,
+    /// Requests waiting for a slot when `max_requests` are in flight (default 0).
+    pub max_pending: Option<u32>,
+    /// Retries in flight.
+    pub max_retries: Option<u32>,
+}
+
+/// `[upstreams.NAME.retry_budget]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetryBudget {
+    /// Retries as a share (percent) of requests over 10 s (default 20).
+    pub percent: Option<u32>,
+    /// Retries allowed per second whatever the traffic (default 10).
+    pub min_per_second: Option<u32>,
+}
+
+/// A route's `retry = { ... }`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetry {
+    /// Attempts, the first included (1 disables retries).
+    pub attempts: Option<u32>,
+    /// Conditions: `connect-failure`, `reset`, `timeout`, `5xx`, `gateway-error`, or status codes.
+    pub on: Option<Vec<Spanned<RawStatusRange>>>,
+    /// First backoff bound (default 25ms).
+    pub backoff: Option<Spanned<String>>,
+    /// Largest backoff bound (default 250ms).
+    pub max_backoff: Option<Spanned<String>>,
+    /// Longest wait for one attempt's response head.
+    pub per_try_timeout: Option<Spanned<String>>,
+    /// Retry non-idempotent methods after they may have reached the upstream (default false).
+    pub non_idempotent: Option<bool>,
+    /// Largest request body kept for replay (default 64KiB).
+    pub buffer: Option<Spanned<RawSize>>,
 }
 
 /// `redirect = { status = 301, location = "..." }`

@@ -12,9 +12,22 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::time::Instant;
 
 use crate::endpoint::Endpoint;
+use crate::health::SlowStart;
 
 #[cfg(test)]
 mod tests;
+
+/// Which endpoints of an upstream may take requests, decided from their health.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Selection {
+    /// Available primary endpoints (the normal case).
+    Primary,
+    /// Available backup endpoints: no primary is available.
+    Backup,
+    /// Every primary endpoint, healthy or not: too few are available to carry the load
+    /// (panic mode), or none is and there is no backup.
+    Panic,
+}
 
 /// What a balancer knows about the request being placed.
 #[derive(Debug, Clone, Copy)]
@@ -25,12 +38,54 @@ pub struct PickContext<'a> {
     pub tried: &'a [usize],
     /// The request's hash key, for consistent hashing.
     pub hash: Option<u64>,
+    /// Which endpoints health allows.
+    pub select: Selection,
+    /// The upstream's slow-start ramp, if any.
+    pub slow_start: Option<&'a SlowStart>,
 }
 
-impl PickContext<'_> {
+impl<'a> PickContext<'a> {
+    /// A context for a first attempt over available primaries, without slow start.
+    pub fn new(now: Instant) -> Self {
+        PickContext {
+            now,
+            tried: &[],
+            hash: None,
+            select: Selection::Primary,
+            slow_start: None,
+        }
+    }
+
     /// True when endpoint `i` may receive this request.
     pub fn eligible(&self, endpoints: &[Arc<Endpoint>], i: usize) -> bool {
-        !self.tried.contains(&i) && endpoints[i].is_available(self.now)
+        let ep = &endpoints[i];
+        !self.tried.contains(&i)
+            && match self.select {
+                Selection::Primary => !ep.is_backup() && ep.is_available(self.now),
+                Selection::Backup => ep.is_backup() && ep.is_available(self.now),
+                Selection::Panic => !ep.is_backup(),
+            }
+    }
+
+    /// The endpoint's weight scaled by 100 and by its slow-start ramp (at least 1).
+    pub fn weight(&self, ep: &Endpoint) -> u64 {
+        let w = u64::from(ep.weight()) * 100;
+        match self.slow_start {
+            None => w,
+            Some(ss) => ((w as f64 * ep.health().weight_factor(self.now, Some(ss))) as u64).max(1),
+        }
+    }
+
+    /// For balancers that ignore weights: true when a ramping endpoint takes this request
+    /// (with probability equal to its slow-start factor).
+    pub fn admits(&self, ep: &Endpoint) -> bool {
+        match self.slow_start {
+            None => true,
+            Some(ss) => {
+                let f = ep.health().weight_factor(self.now, Some(ss));
+                f >= 1.0 || fastrand::f64() < f
+            }
+        }
     }
 }
 
@@ -82,9 +137,18 @@ impl Balancer for RoundRobin {
             return None;
         }
         let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
-        (0..n)
-            .map(|k| (start + k) % n)
-            .find(|&i| ctx.eligible(endpoints, i))
+        let mut first = None;
+        for i in (0..n).map(|k| (start + k) % n) {
+            if !ctx.eligible(endpoints, i) {
+                continue;
+            }
+            if ctx.admits(&endpoints[i]) {
+                return Some(i);
+            }
+            first.get_or_insert(i);
+        }
+        // Every eligible endpoint is ramping and declined: take the first anyway.
+        first
     }
 }
 
@@ -118,7 +182,7 @@ impl Balancer for WeightedRoundRobin {
             if !ctx.eligible(endpoints, i) {
                 continue;
             }
-            let w = i64::from(endpoints[i].weight());
+            let w = ctx.weight(&endpoints[i]) as i64;
             current[i] += w;
             total += w;
             if best.is_none_or(|b| current[i] > current[b]) {
@@ -150,7 +214,7 @@ impl Balancer for LeastRequest {
                 continue;
             }
             let load = endpoints[i].outstanding() as u64;
-            let w = u64::from(endpoints[i].weight());
+            let w = ctx.weight(&endpoints[i]);
             // load_i / w_i < load_b / w_b, compared without division.
             if best.is_none_or(|(_, bl, bw)| load * bw < bl * w) {
                 best = Some((i, load, w));
@@ -165,8 +229,8 @@ impl Balancer for LeastRequest {
 pub struct PeakEwma;
 
 impl PeakEwma {
-    fn cost(ep: &Endpoint, now: Instant) -> f64 {
-        ep.latency_estimate(now) * (ep.outstanding() as f64 + 1.0) / f64::from(ep.weight())
+    fn cost(ep: &Endpoint, ctx: &PickContext<'_>) -> f64 {
+        ep.latency_estimate(ctx.now) * (ep.outstanding() as f64 + 1.0) / ctx.weight(ep) as f64
     }
 }
 
@@ -177,8 +241,8 @@ impl Balancer for PeakEwma {
             return Some(first);
         };
         let (a, b) = (
-            Self::cost(&endpoints[first], ctx.now),
-            Self::cost(&endpoints[second], ctx.now),
+            Self::cost(&endpoints[first], ctx),
+            Self::cost(&endpoints[second], ctx),
         );
         Some(if b < a { second } else { first })
     }
@@ -209,7 +273,7 @@ impl Balancer for Random {
     fn pick(&self, endpoints: &[Arc<Endpoint>], ctx: &PickContext<'_>) -> Option<usize> {
         let total: u64 = (0..endpoints.len())
             .filter(|&i| ctx.eligible(endpoints, i))
-            .map(|i| u64::from(endpoints[i].weight()))
+            .map(|i| ctx.weight(&endpoints[i]))
             .sum();
         if total == 0 {
             return None;
@@ -219,7 +283,7 @@ impl Balancer for Random {
             if !ctx.eligible(endpoints, i) {
                 continue;
             }
-            let w = u64::from(endpoints[i].weight());
+            let w = ctx.weight(&endpoints[i]);
             if r < w {
                 return Some(i);
             }

@@ -2,7 +2,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use super::*;
-use crate::endpoint::PassiveHealth;
+use crate::health::{Outcome, OutlierPolicy};
 
 fn endpoints(weights: &[u32]) -> Vec<Arc<Endpoint>> {
     weights
@@ -20,19 +20,16 @@ fn endpoints(weights: &[u32]) -> Vec<Arc<Endpoint>> {
 }
 
 fn ctx(now: Instant) -> PickContext<'static> {
-    PickContext {
-        now,
-        tried: &[],
-        hash: None,
-    }
+    PickContext::new(now)
 }
 
 fn eject(ep: &Endpoint, now: Instant) {
-    let policy = PassiveHealth {
-        max_fails: 1,
-        fail_timeout: Duration::from_secs(30),
+    let policy = OutlierPolicy {
+        base_ejection: Duration::from_secs(30),
+        ..OutlierPolicy::default()
     };
-    ep.record_failure(policy, now);
+    ep.health()
+        .record(Outcome::GatewayFailure, &policy, now, || true);
 }
 
 #[tokio::test(start_paused = true)]

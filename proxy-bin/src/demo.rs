@@ -10,62 +10,142 @@ use http::{Request, Response};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use std::time::Duration;
+
 use tokio::net::TcpListener;
+use tokio::task::JoinSet;
 
 use crate::config::{self, Config};
 use crate::tls;
 
+/// Longest outage `/demo/outage` may ask for.
+const MAX_OUTAGE: Duration = Duration::from_secs(120);
+
 /// Starts an origin that answers every request with a line naming itself and what it served.
+///
+/// `GET /healthz` answers `ok` (the proxy's health checks). `POST /demo/outage?seconds=N`
+/// (at most 120) makes the origin answer, then stop like a crashed process: its listener and
+/// every connection close, and it comes back on the same port N seconds later. The proxy's
+/// log shows the health transitions.
 pub async fn spawn_origin(name: &'static str) -> anyhow::Result<SocketAddr> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move {
+        let mut listener = Some(listener);
         loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
+            let Some(l) = listener.take() else {
+                return;
             };
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req: Request<Incoming>| async move {
-                    let client = req
-                        .headers()
-                        .get("x-real-ip")
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("-")
-                        .to_owned();
-                    // The catalog is the same for everyone, so it says so: the proxy caches
-                    // it for 30 s (and revalidates with the ETag after that).
-                    let cacheable = name == "catalog";
-                    let body = if cacheable {
-                        format!(
-                            "{name} endpoint {addr} served {} {}\n",
-                            req.method(),
-                            req.uri()
-                        )
-                    } else {
-                        format!(
-                            "{name} endpoint {addr} served {} {} (client {client})\n",
-                            req.method(),
-                            req.uri()
-                        )
-                    };
-                    let mut resp = Response::builder()
-                        .header("content-type", "text/plain; charset=utf-8")
-                        .header("x-served-by", format!("{name}@{addr}"));
-                    if cacheable {
-                        resp = resp
-                            .header("cache-control", "public, max-age=30")
-                            .header("etag", format!("\"{:x}\"", body.len()));
+            let (outage_tx, mut outage_rx) = tokio::sync::mpsc::channel::<Duration>(1);
+            let mut connections = JoinSet::new();
+            let outage = loop {
+                tokio::select! {
+                    Some(d) = outage_rx.recv() => break d,
+                    accepted = l.accept() => {
+                        let Ok((stream, _)) = accepted else { continue };
+                        let outage_tx = outage_tx.clone();
+                        connections.spawn(serve_origin(name, addr, stream, outage_tx));
                     }
-                    let resp = resp.body(Full::new(Bytes::from(body)));
-                    Ok::<_, Infallible>(resp.unwrap_or_else(|_| Response::new(Full::default())))
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
+                    Some(_) = connections.join_next(), if !connections.is_empty() => {}
+                }
+            };
+            // Give the outage request's answer a moment to leave, then go down hard.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            drop(l);
+            connections.abort_all();
+            tracing::info!(origin = name, address = %addr, seconds = outage.as_secs(), "demo origin stopped");
+            tokio::time::sleep(outage).await;
+            listener = loop {
+                match TcpListener::bind(addr).await {
+                    Ok(l) => break Some(l),
+                    Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+                }
+            };
+            tracing::info!(origin = name, address = %addr, "demo origin started again");
         }
     });
     Ok(addr)
+}
+
+async fn serve_origin(
+    name: &'static str,
+    addr: SocketAddr,
+    stream: tokio::net::TcpStream,
+    outage: tokio::sync::mpsc::Sender<Duration>,
+) {
+    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let outage = outage.clone();
+        async move { Ok::<_, Infallible>(origin_answer(name, addr, &req, &outage)) }
+    });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(stream), svc)
+        .await;
+}
+
+fn origin_answer(
+    name: &'static str,
+    addr: SocketAddr,
+    req: &Request<Incoming>,
+    outage: &tokio::sync::mpsc::Sender<Duration>,
+) -> Response<Full<Bytes>> {
+    let text = |status: u16, body: String| {
+        Response::builder()
+            .status(status)
+            .header("content-type", "text/plain; charset=utf-8")
+            .header("cache-control", "no-store")
+            .header("x-served-by", format!("{name}@{addr}"))
+            .body(Full::new(Bytes::from(body)))
+            .unwrap_or_else(|_| Response::new(Full::default()))
+    };
+    match req.uri().path() {
+        "/healthz" => return text(200, "ok\n".to_owned()),
+        "/demo/outage" if req.method() == http::Method::POST => {
+            let seconds = req
+                .uri()
+                .query()
+                .and_then(|q| q.split('&').find_map(|p| p.strip_prefix("seconds=")))
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(15);
+            let d = Duration::from_secs(seconds).min(MAX_OUTAGE);
+            let _ = outage.try_send(d);
+            return text(
+                200,
+                format!(
+                    "{name} endpoint {addr} stops now and starts again in {} s\n",
+                    d.as_secs()
+                ),
+            );
+        }
+        _ => {}
+    }
+    let client = req
+        .headers()
+        .get("x-real-ip")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-")
+        .to_owned();
+    // The catalog is the same for everyone, so it says so: the proxy caches it for 30 s
+    // (and revalidates with the ETag after that).
+    let cacheable = name == "catalog";
+    let body = if cacheable {
+        format!("{name} endpoint {addr} served {} {}\n", req.method(), req.uri())
+    } else {
+        format!(
+            "{name} endpoint {addr} served {} {} (client {client})\n",
+            req.method(),
+            req.uri()
+        )
+    };
+    let mut resp = Response::builder()
+        .header("content-type", "text/plain; charset=utf-8")
+        .header("x-served-by", format!("{name}@{addr}"));
+    if cacheable {
+        resp = resp
+            .header("cache-control", "public, max-age=30")
+            .header("etag", format!("\"{:x}\"", body.len()));
+    }
+    resp.body(Full::new(Bytes::from(body)))
+        .unwrap_or_else(|_| Response::new(Full::default()))
 }
 
 /// The demo's listeners: cleartext (HTTP/1.1 and h2c) and, optionally, TLS (HTTP/2 and
@@ -117,12 +197,16 @@ h2c = true
 [upstreams.catalog]
 balancer = "round_robin"
 endpoints = ["{catalog1}", "{catalog2}"]
+slow_start = "10s"
+health_check = {{ path = "/healthz", expect = ["200-299"], interval = "2s", unhealthy_threshold = 2, healthy_threshold = 2 }}
 
 [upstreams.orders]
 endpoints = ["{orders}"]
+health_check = {{ path = "/healthz", expect = ["200-299"], interval = "2s" }}
 
 [upstreams.accounts]
 endpoints = ["{accounts}"]
+health_check = {{ path = "/healthz", expect = ["200-299"], interval = "2s" }}
 
 [[servers]]
 names = ["shop.example.com", "localhost", "127.0.0.1"]
@@ -191,7 +275,8 @@ pub fn banner(addr: SocketAddr, tls: Option<(SocketAddr, &Path)>) -> String {
          curl http://{addr}/products/42      # again: the other catalog endpoint answers\n  \
          curl -i http://{addr}/checkout/cart\n  \
          curl -i http://{addr}/account/me\n  \
-         curl -i http://{addr}/old-shop\n\n\
+         curl -i http://{addr}/old-shop\n  \
+         curl -X POST 'http://{addr}/demo/outage?seconds=15'  # a catalog origin stops: see the log\n\n\
          Press Ctrl-C to stop.\n"
     );
     match plain.rsplit_once("Press Ctrl-C") {

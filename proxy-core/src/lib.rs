@@ -2,7 +2,7 @@
 //!
 //! Frontends (`proxy-http1`, and later HTTP/2 and HTTP/3) turn connections into calls on the
 //! [`Proxy`] service; upstream protocol crates implement [`Connector`]. Everything in between
-//! (routing, balancing, passive health, retries, timeouts, header policy, rewrites, the error
+//! (routing, balancing, health, retries, circuit breaking, timeouts, header policy, rewrites, the error
 //! table and the access log) lives here and never sees a wire type: only the `http` crate's.
 //!
 //! # The request pipeline
@@ -19,14 +19,20 @@
 //!                                              Via, Host policy, path rewrite, header rules
 //!                                                 │
 //!                                                 ▼
-//!                         ┌──────────────▶ select endpoint (balancer; skips tried/ejected)
+//!                                          circuit breaker: 503 at once when full
+//!                                                 │
+//!                                                 ▼
+//!                         ┌──────────────▶ select endpoint (balancer over the health view:
+//!                         │                available primaries, else backups, else panic;
+//!                         │                untried first; slow-start weights)
 //!                         │                503 + Retry-After if none
 //!                         │                       │
 //!                         │                       ▼
-//!                         │                connector send (response-header timeout)
-//!                         │                       │ failure: passive health (max_fails),
-//!                  retry if safe ◀────────────────┘ 502/504 when no retry is safe
-//!                                                 │ success
+//!                         │                connector send (per-try timeout, deadline)
+//!                         │                       │ outcome feeds outlier detection
+//!                  backoff, retry ◀───────────────┘ failure or retried status: policy,
+//!                                                 │ replayable?, retry budget, breaker
+//!                                                 │ 502/504 when no retry is allowed
 //!                                                 ▼
 //!                                          upstream response
 //!                                          hop-by-hop removal, Via, header rules,
@@ -36,8 +42,10 @@
 //!                                          log (when the body ends or is dropped)
 //! ```
 //!
-//! A request is retried on another endpoint when the connector proves it was not sent
-//! (connect failure), or when it is idempotent and has no body.
+//! A request is retried when the route's [`RetryPolicy`] names the failure and the request can
+//! be sent again: the connector proves it was not sent (connect failure), or it is idempotent
+//! and its body fits the replay buffer. Active checks and outlier-detection timers run in
+//! [`health::monitor`], one task set per upstream.
 
 #![forbid(unsafe_code)]
 
@@ -69,6 +77,8 @@ pub mod upstream;
 
 #[cfg(test)]
 mod proxy_tests;
+#[cfg(test)]
+mod resilience_tests;
 
 #[cfg(any(test, feature = "test-util"))]
 pub mod test_util;

@@ -702,14 +702,14 @@ async fn proxy_to_upstream(
     let progress = UploadProgress::new(body_empty);
     let body = body::boxed(TrackedUpload::new(body, progress.clone()));
     let resendable = retry.attempts > 1 && retry.may_resend(&head.method);
-    let (first_body, replay) = if body_empty || retry.attempts <= 1 {
+    // Only a body that may be sent again is kept for replay.
+    let (first_body, replay) = if body_empty || !resendable {
         (body, None)
     } else {
         let r = Replay::new(body, retry.buffer);
         (body::boxed(r.attempt()), Some(r))
     };
-    let method_resendable = resendable && (body_empty || replay.is_some());
-    let retry_head = method_resendable.then(|| head.clone());
+    let retry_head = resendable.then(|| head.clone());
     let mut next: Option<Request<ProxyBody>> = Some(head.into_request(first_body));
     let mut tried: Vec<usize> = Vec::with_capacity(2);
     let mut last_error: Option<UpstreamError> = None;

@@ -187,7 +187,10 @@ impl Upstream {
             return None;
         };
         let panic = selection == Selection::Panic;
-        if self.panicking.swap(panic, Ordering::Relaxed) != panic {
+        // Read first: a swap on every pick would bounce the cache line between cores.
+        if self.panicking.load(Ordering::Relaxed) != panic
+            && self.panicking.swap(panic, Ordering::Relaxed) != panic
+        {
             if panic {
                 tracing::warn!(
                     upstream = %self.name,

@@ -128,7 +128,11 @@ fn origin_answer(
     // (and revalidates with the ETag after that).
     let cacheable = name == "catalog";
     let body = if cacheable {
-        format!("{name} endpoint {addr} served {} {}\n", req.method(), req.uri())
+        format!(
+            "{name} endpoint {addr} served {} {}\n",
+            req.method(),
+            req.uri()
+        )
     } else {
         format!(
             "{name} endpoint {addr} served {} {} (client {client})\n",

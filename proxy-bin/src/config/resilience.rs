@@ -127,7 +127,7 @@ impl Validator<'_> {
         let before = self.errors.len();
         let interval = self.duration(&h.interval, d.interval);
         let kind = match h.kind.as_ref().map(|k| (k, k.get_ref().as_str())) {
-            None | Some((_, "http")) => CheckKind::Http(self.http_check(h)),
+            None | Some((_, "http")) => CheckKind::Http(self.http_check(h, raw.span())),
             Some((k, "tcp")) => {
                 if h.path.is_some() || h.method.is_some() || h.expect.is_some() || h.body.is_some()
                 {
@@ -177,7 +177,7 @@ impl Validator<'_> {
         (self.errors.len() == before).then_some(check)
     }
 
-    fn http_check(&mut self, h: &RawHealthCheck) -> HttpCheck {
+    fn http_check(&mut self, h: &RawHealthCheck, span: std::ops::Range<usize>) -> HttpCheck {
         let d = HttpCheck::default();
         let method = match &h.method {
             None => d.method,
@@ -217,8 +217,8 @@ impl Validator<'_> {
                         out.push(r);
                     }
                 }
-                if out.is_empty() && list.is_empty() {
-                    self.error(0..0, "health check `expect` must list at least one status");
+                if list.is_empty() {
+                    self.error(span, "health check `expect` must list at least one status");
                 }
                 out
             }
@@ -233,19 +233,9 @@ impl Validator<'_> {
     }
 
     fn status_range(&mut self, raw: &Spanned<RawStatusRange>) -> Option<RangeInclusive<u16>> {
-        let parsed = match raw.get_ref() {
-            RawStatusRange::Code(c) => Some(*c..=*c),
-            RawStatusRange::Text(t) => match t.split_once('-') {
-                Some((a, b)) => match (a.trim().parse::<u16>(), b.trim().parse::<u16>()) {
-                    (Ok(a), Ok(b)) if a <= b => Some(a..=b),
-                    _ => None,
-                },
-                None => t.trim().parse::<u16>().ok().map(|c| c..=c),
-            },
-        };
-        match parsed {
-            Some(r) if *r.start() >= 100 && *r.end() <= 599 => Some(r),
-            _ => {
+        match parse_status_range(raw.get_ref()) {
+            Some(r) => Some(r),
+            None => {
                 self.error(
                     raw.span(),
                     "expected a status (100-599) or a range like \"200-299\"",
@@ -343,7 +333,7 @@ impl Validator<'_> {
                         RawStatusRange::Text(t) if t == "5xx" => {
                             on.statuses.extend((500..=599).filter_map(|c| StatusCode::from_u16(c).ok()));
                         }
-                        _ => match self.status_range(item) {
+                        _ => match parse_status_range(item.get_ref()) {
                             Some(range) => on.statuses.extend(range.filter_map(|c| StatusCode::from_u16(c).ok())),
                             None => self.error(
                                 item.span(),
@@ -389,4 +379,19 @@ impl Validator<'_> {
             buffer,
         }
     }
+}
+
+/// A status (`204`, `"204"`) or a range (`"200-299"`) within 100-599.
+fn parse_status_range(raw: &RawStatusRange) -> Option<RangeInclusive<u16>> {
+    let parsed = match raw {
+        RawStatusRange::Code(c) => Some(*c..=*c),
+        RawStatusRange::Text(t) => match t.split_once('-') {
+            Some((a, b)) => match (a.trim().parse::<u16>(), b.trim().parse::<u16>()) {
+                (Ok(a), Ok(b)) if a <= b => Some(a..=b),
+                _ => None,
+            },
+            None => t.trim().parse::<u16>().ok().map(|c| c..=c),
+        },
+    };
+    parsed.filter(|r| *r.start() >= 100 && *r.end() <= 599)
 }

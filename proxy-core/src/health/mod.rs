@@ -187,3 +187,6 @@ impl SlowStart {
         (elapsed.as_secs_f64() / self.window.as_secs_f64()).max(min)
     }
 }
+
+#[cfg(test)]
+mod tests;

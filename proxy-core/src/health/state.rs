@@ -2,12 +2,15 @@
 //! machine behind a mutex that only failures, checks and sweeps touch.
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use super::{ActiveCheck, OutlierPolicy, SlowStart};
+
+/// `ramp_from` when the endpoint never became available after being out.
+const NO_RAMP: i64 = i64::MIN;
 
 /// Why an endpoint's health changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,9 +82,9 @@ pub struct EndpointHealth {
     /// End of the current ejection, in nanoseconds since `epoch`; 0 when none.
     ejected_until: AtomicU64,
     checks_failing: AtomicBool,
-    /// When the endpoint last became available, in nanoseconds since `epoch` (slow start
-    /// ramps from here); 0 when it never changed.
-    ramp_from: AtomicU64,
+    /// When the endpoint last became available, in nanoseconds from `epoch`, negative when
+    /// before it (a ramp inherited across a reload); [`NO_RAMP`] when it never changed.
+    ramp_from: AtomicI64,
     consecutive_5xx: AtomicU32,
     /// Gateway failures in a row; mirrored here so that successes skip the lock when zero.
     gateway_streak: AtomicU32,
@@ -122,7 +125,7 @@ impl EndpointHealth {
             epoch: Instant::now(),
             ejected_until: AtomicU64::new(0),
             checks_failing: AtomicBool::new(checks_failing),
-            ramp_from: AtomicU64::new(0),
+            ramp_from: AtomicI64::new(NO_RAMP),
             consecutive_5xx: AtomicU32::new(0),
             gateway_streak: AtomicU32::new(0),
             window_requests: AtomicU32::new(0),
@@ -137,8 +140,26 @@ impl EndpointHealth {
             .max(1)
     }
 
-    fn instant(&self, nanos: u64) -> Instant {
-        self.epoch + Duration::from_nanos(nanos)
+    fn signed_nanos(&self, t: Instant) -> i64 {
+        let (d, sign) = if t >= self.epoch {
+            (t - self.epoch, 1)
+        } else {
+            (self.epoch - t, -1)
+        };
+        sign * i64::try_from(d.as_nanos()).unwrap_or(i64::MAX - 1)
+    }
+
+    fn ramp_start(&self) -> Option<Instant> {
+        let n = self.ramp_from.load(Ordering::Relaxed);
+        if n == NO_RAMP {
+            return None;
+        }
+        let d = Duration::from_nanos(n.unsigned_abs());
+        Some(if n >= 0 {
+            self.epoch + d
+        } else {
+            self.epoch.checked_sub(d).unwrap_or(self.epoch)
+        })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -167,11 +188,10 @@ impl EndpointHealth {
     /// The slow-start weight multiplier at `now` (1.0 without slow start or past the ramp).
     pub fn weight_factor(&self, now: Instant, slow_start: Option<&SlowStart>) -> f64 {
         let Some(ss) = slow_start else { return 1.0 };
-        let from = self.ramp_from.load(Ordering::Relaxed);
-        if from == 0 {
-            return 1.0;
+        match self.ramp_start() {
+            None => 1.0,
+            Some(from) => ss.factor(now.saturating_duration_since(from)),
         }
-        ss.factor(now.saturating_duration_since(self.instant(from)))
     }
 
     /// Records the outcome of a request; returns the ejection it caused, if any. `may_eject`
@@ -272,7 +292,8 @@ impl EndpointHealth {
         self.ejected_until
             .store(self.nanos(until), Ordering::Relaxed);
         // Slow start ramps from the end of the ejection.
-        self.ramp_from.store(self.nanos(until), Ordering::Relaxed);
+        self.ramp_from
+            .store(self.signed_nanos(until), Ordering::Relaxed);
         s.last_ejection_end = Some(until);
         s.ejected = true;
         s.transitions += 1;
@@ -314,7 +335,8 @@ impl EndpointHealth {
             // Recovered by active checks: a strong signal, so it also ends any ejection.
             self.checks_failing.store(false, Ordering::Relaxed);
             self.ejected_until.store(0, Ordering::Relaxed);
-            self.ramp_from.store(self.nanos(now), Ordering::Relaxed);
+            self.ramp_from
+                .store(self.signed_nanos(now), Ordering::Relaxed);
             s.ejected = false;
             s.last_cause = Some(Cause::ChecksPassed);
             Some(Transition {
@@ -420,15 +442,8 @@ impl EndpointHealth {
             old.checks_failing.load(Ordering::Relaxed),
             Ordering::Relaxed,
         );
-        let ramp = old.ramp_from.load(Ordering::Relaxed);
-        self.ramp_from.store(
-            if ramp == 0 {
-                0
-            } else {
-                self.nanos(old.instant(ramp))
-            },
-            Ordering::Relaxed,
-        );
+        let ramp = old.ramp_start().map_or(NO_RAMP, |t| self.signed_nanos(t));
+        self.ramp_from.store(ramp, Ordering::Relaxed);
         *self.lock() = State {
             gateway_started: None,
             check_streak: 0,

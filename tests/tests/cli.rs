@@ -214,3 +214,73 @@ async fn demo_serves_its_routes() {
     })
     .await;
 }
+
+/// The demo's outage switch: `POST /demo/outage?seconds=N` stops one catalog origin like a
+/// crash; the proxy takes it out (the health view says so), every request is still answered
+/// by the other one, and once the origin is back its health checks bring it back in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_origin_outage_shows_in_the_health_view_and_recovers() {
+    within(40, "demo outage", async {
+        let listeners = proxy_bin::demo::DemoListeners {
+            plain: "127.0.0.1:0".parse().unwrap(),
+            tls: None,
+        };
+        let (config, _) = proxy_bin::demo::config(&listeners).await.unwrap();
+        let running = proxy_bin::server::start(config).await.unwrap();
+        let addr = running.addrs()[0];
+        let catalog = || {
+            running
+                .proxy()
+                .config()
+                .upstreams
+                .iter()
+                .find(|u| u.name() == "catalog")
+                .cloned()
+                .unwrap()
+        };
+        let mut c = client::Conn::connect(addr).await;
+        let r = c
+            .send(
+                client::req("POST", "localhost", "/demo/outage?seconds=2")
+                    .body(client::empty())
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        let stopped = r.header("x-served-by").unwrap().to_owned();
+        let stopped_addr = stopped.rsplit('@').next().unwrap().to_owned();
+        let available = |up: &proxy_core::Upstream| {
+            up.health_view(tokio::time::Instant::now())
+                .iter()
+                .find(|(ep, _)| ep.addr().to_string() == stopped_addr)
+                .map(|(_, v)| v.available)
+                .unwrap()
+        };
+        // Requests during the outage all succeed, from the other origin once it is out.
+        let mut went_out = false;
+        for i in 0..60 {
+            let r = client::get(addr, &format!("/during/{i}")).await;
+            assert_eq!(r.status, 200, "request {i} failed during the outage");
+            if !available(&catalog()) {
+                went_out = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert!(went_out, "the stopped origin never left the health view");
+        let mut back = false;
+        for _ in 0..150 {
+            if available(&catalog()) {
+                back = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert!(
+            back,
+            "the restarted origin was not brought back by its checks"
+        );
+        running.shutdown().await;
+    })
+    .await;
+}

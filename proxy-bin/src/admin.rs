@@ -267,7 +267,7 @@ fn health(proxy: &Proxy) -> String {
         upstreams.insert(
             up.name().to_owned(),
             serde_json::json!({
-                "selection": match up.selection(now) {
+                "selection": match up.current_selection(now) {
                     Some(Selection::Primary) => "primary",
                     Some(Selection::Backup) => "backup",
                     Some(Selection::Panic) => "panic",

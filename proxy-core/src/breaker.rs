@@ -114,13 +114,13 @@ impl Breaker {
             return Ok(RequestPermit(Some(p)));
         }
         let queued = self.pending.fetch_add(1, Ordering::AcqRel);
+        // Counted out on drop, also when the waiting request is cancelled.
+        let _waiting = Waiting(&self.pending);
         if queued >= self.limits.max_pending {
-            self.pending.fetch_sub(1, Ordering::AcqRel);
             self.refused.fetch_add(1, Ordering::Relaxed);
             return Err(Overflow::MaxRequests);
         }
         let got = tokio::time::timeout(wait, slots.clone().acquire_owned()).await;
-        self.pending.fetch_sub(1, Ordering::AcqRel);
         match got {
             Ok(Ok(p)) => Ok(RequestPermit(Some(p))),
             _ => {
@@ -141,6 +141,15 @@ impl Breaker {
             return None;
         }
         Some(RetryPermit(Some(self.retries.clone())))
+    }
+}
+
+/// One request in the waiting room.
+struct Waiting<'a>(&'a AtomicU32);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -283,6 +292,28 @@ mod tests {
         let _held = b.admit(Duration::from_secs(1)).await.unwrap();
         assert_eq!(
             b.admit(Duration::from_millis(100)).await.unwrap_err(),
+            Overflow::PendingTimeout
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cancelled_waiter_leaves_the_waiting_room() {
+        let b = Arc::new(Breaker::new(BreakerLimits {
+            max_requests: Some(1),
+            max_pending: 1,
+            ..BreakerLimits::default()
+        }));
+        let _held = b.admit(Duration::from_secs(1)).await.unwrap();
+        let waiter = {
+            let b = b.clone();
+            tokio::spawn(async move { b.admit(Duration::from_secs(60)).await.is_ok() })
+        };
+        tokio::task::yield_now().await;
+        waiter.abort();
+        let _ = waiter.await;
+        // The room is free again: this one may wait (and times out) instead of being refused.
+        assert_eq!(
+            b.admit(Duration::from_millis(10)).await.unwrap_err(),
             Overflow::PendingTimeout
         );
     }

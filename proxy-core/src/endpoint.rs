@@ -138,9 +138,9 @@ impl Endpoint {
     }
 
     /// Takes over the health and latency estimate of the same server in an earlier
-    /// configuration.
-    pub fn inherit(&self, old: &Endpoint) {
-        self.health.inherit(&old.health);
+    /// configuration; `keep_checks` is false when the new one has no active checks.
+    pub fn inherit(&self, old: &Endpoint, keep_checks: bool) {
+        self.health.inherit(&old.health, keep_checks);
         let now = Instant::now();
         self.ewma_bits
             .store(old.latency_estimate(now).to_bits(), Ordering::Relaxed);

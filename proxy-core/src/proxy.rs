@@ -27,7 +27,7 @@ use tokio::time::Instant;
 use crate::access_log::{AccessEntry, ResponseBody};
 use crate::balance::hash_key;
 use crate::body::{self, ProxyBody};
-use crate::breaker::RetryPermit;
+use crate::breaker::{Overflow, RetryPermit};
 use crate::cache::{CacheLog, CacheTarget, Origin, UpstreamInfo};
 use crate::config::{HostRewrite, ProxyConfig, ProxyRoute, RouteAction};
 use crate::conn::{ConnInfo, EarlyData, ListenerPolicy, Scheme};
@@ -673,8 +673,9 @@ async fn proxy_to_upstream(
     let started = Instant::now();
     // The request's deadline: the route's overall timeout, and the client's own gRPC
     // deadline when it sent one; what is left of it is what each attempt gets.
-    let grpc_deadline = parse_grpc_timeout(&head.headers).map(|t| started + t);
-    let deadline = match (retry.timeout.map(|t| entry.started + t), grpc_deadline) {
+    let grpc_deadline = parse_grpc_timeout(&head.headers).and_then(|t| started.checked_add(t));
+    let route_deadline = retry.timeout.and_then(|t| entry.started.checked_add(t));
+    let deadline = match (route_deadline, grpc_deadline) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
     };
@@ -696,7 +697,7 @@ async fn proxy_to_upstream(
             });
         }
     };
-    upstream.budget().deposit(started);
+    upstream.budget().deposit(Instant::now());
 
     let body_empty = body::is_empty(&body);
     let progress = UploadProgress::new(body_empty);
@@ -747,17 +748,28 @@ async fn proxy_to_upstream(
         let header_timeout = cap(retry.per_try_timeout.map_or(timeouts.response_header, |t| {
             t.min(timeouts.response_header)
         }));
+        // Whether a timeout of this attempt would be the request's deadline rather than the
+        // endpoint's slowness (which must not count against the endpoint's health).
+        let connect_capped = opts.connect_timeout < timeouts.connect;
+        let header_capped = left.is_some_and(|l| {
+            l < retry.per_try_timeout.map_or(timeouts.response_header, |t| {
+                t.min(timeouts.response_header)
+            })
+        });
+        let mut deadline_hit = false;
         let sent_at = Instant::now();
         let send = upstream.connector().send(endpoint, opts, req);
         let waited = await_response(send, &progress, header_timeout, timeouts.idle);
         let waited = match deadline {
-            Some(d) => tokio::time::timeout_at(d, waited)
-                .await
-                .unwrap_or_else(|_| {
+            Some(d) => match tokio::time::timeout_at(d, waited).await {
+                Ok(w) => w,
+                Err(_) => {
+                    deadline_hit = true;
                     Err(Expired::Upstream(SendError::lost(
                         UpstreamError::ResponseTimeout,
                     )))
-                }),
+                }
+            },
             None => waited.await,
         };
         let result = match waited {
@@ -786,8 +798,9 @@ async fn proxy_to_upstream(
                 upstream.record(index, outcome, now);
                 if more
                     && retry.retries_status(status)
+                    && can_resend(&retry_head, &replay)
+                    && let Some(p) = retry_gate(upstream, now, entry, &mut retry_permit)
                     && let Some(again) = resend(&retry_head, &replay)
-                    && let Some(p) = retry_gate(upstream, now, entry)
                 {
                     tracing::info!(
                         upstream = upstream.name(),
@@ -825,6 +838,28 @@ async fn proxy_to_upstream(
             Err(SendError { error, request }) => {
                 drop(in_flight);
                 let now = Instant::now();
+                if matches!(error, UpstreamError::ConnectionLimit) {
+                    let reason = Overflow::MaxConnections.as_str();
+                    tracing::warn!(
+                        upstream = upstream.name(),
+                        reason,
+                        request_id = entry.request_id.to_str().unwrap_or("-"),
+                        "circuit breaker refused the request"
+                    );
+                    return Err(ProxyError::CircuitOpen { reason });
+                }
+                let by_deadline = deadline_hit
+                    || (connect_capped && matches!(error, UpstreamError::ConnectTimeout))
+                    || (header_capped && matches!(error, UpstreamError::ResponseTimeout));
+                if by_deadline {
+                    tracing::info!(
+                        upstream = upstream.name(),
+                        endpoint = %endpoint.addr(),
+                        request_id = entry.request_id.to_str().unwrap_or("-"),
+                        "request deadline exceeded"
+                    );
+                    return Err(ProxyError::DeadlineExceeded);
+                }
                 if error.is_endpoint_failure() {
                     upstream.record(index, Outcome::GatewayFailure, now);
                 }
@@ -837,18 +872,19 @@ async fn proxy_to_upstream(
                     "upstream attempt failed"
                 );
                 let unsent = request.is_some();
-                let wanted = more && retry.retries_error(&error, unsent);
-                let again = match request {
-                    Some(r) if wanted => Some(*r),
-                    _ if wanted => resend(&retry_head, &replay),
-                    _ => None,
-                };
-                if let Some(again) = again
-                    && let Some(p) = retry_gate(upstream, now, entry)
-                {
-                    retry_permit = Some(p);
-                    backoff(retry, tried.len(), deadline).await;
-                    next = Some(again);
+                let wanted = more
+                    && retry.retries_error(&error, unsent)
+                    && (unsent || can_resend(&retry_head, &replay));
+                if wanted && let Some(p) = retry_gate(upstream, now, entry, &mut retry_permit) {
+                    let again = match request {
+                        Some(r) => Some(*r),
+                        None => resend(&retry_head, &replay),
+                    };
+                    if again.is_some() {
+                        retry_permit = Some(p);
+                        backoff(retry, tried.len(), deadline).await;
+                        next = again;
+                    }
                 }
                 last_error = Some(error);
             }
@@ -865,19 +901,31 @@ async fn proxy_to_upstream(
     }
 }
 
+/// True when the request could be sent again after it may have reached the upstream.
+fn can_resend(head: &Option<UpstreamHead>, replay: &Option<Replay>) -> bool {
+    head.is_some() && replay.as_ref().is_none_or(Replay::can_replay)
+}
+
 /// The request for another attempt after the previous one may have reached the upstream:
-/// the kept head with an empty body, or with the replayed body while it was all kept.
+/// the kept head with an empty body, or with the replayed body while it was all kept. This
+/// supersedes the previous attempt's body, so it is called only once the retry is decided.
 fn resend(head: &Option<UpstreamHead>, replay: &Option<Replay>) -> Option<Request<ProxyBody>> {
     let head = head.clone()?;
     match replay {
         None => Some(head.into_request(body::empty())),
-        Some(r) if r.can_replay() => Some(head.into_request(body::boxed(r.attempt()))),
-        Some(_) => None,
+        Some(r) => r.try_attempt().map(|b| head.into_request(body::boxed(b))),
     }
 }
 
-/// Asks the upstream's retry budget and circuit breaker for one retry.
-fn retry_gate(upstream: &Upstream, now: Instant, entry: &AccessEntry) -> Option<RetryPermit> {
+/// Asks the upstream's retry budget and circuit breaker for one retry. The request's previous
+/// retry slot is given back first, so that a request never holds two.
+fn retry_gate(
+    upstream: &Upstream,
+    now: Instant,
+    entry: &AccessEntry,
+    held: &mut Option<RetryPermit>,
+) -> Option<RetryPermit> {
+    drop(held.take());
     let Some(permit) = upstream.breaker().retry() else {
         tracing::info!(
             upstream = upstream.name(),
@@ -899,9 +947,10 @@ fn retry_gate(upstream: &Upstream, now: Instant, entry: &AccessEntry) -> Option<
     Some(permit)
 }
 
-/// Waits before retry number `attempts - 1`, never past the deadline.
+/// Waits before the retry that follows `attempts` attempts (retry number `attempts`), never
+/// past the deadline.
 async fn backoff(retry: &RetryPolicy, attempts: usize, deadline: Option<Instant>) {
-    let retry_no = u32::try_from(attempts.saturating_sub(1).max(1)).unwrap_or(u32::MAX);
+    let retry_no = u32::try_from(attempts.max(1)).unwrap_or(u32::MAX);
     let wait = retry.backoff(retry_no);
     if wait.is_zero() {
         return;

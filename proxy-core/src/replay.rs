@@ -67,9 +67,21 @@ impl Replay {
         !s.overflowed && !s.failed
     }
 
-    /// The body for the next attempt; earlier attempts' bodies stop at what is buffered.
+    /// The body for the first attempt.
     pub(crate) fn attempt(&self) -> ReplayBody {
         let mut s = self.lock();
+        self.next_attempt(&mut s)
+    }
+
+    /// The body for another attempt, when everything read so far is still kept (checked
+    /// under the same lock, so a concurrent read cannot overflow in between). Earlier
+    /// attempts' bodies stop at what is buffered.
+    pub(crate) fn try_attempt(&self) -> Option<ReplayBody> {
+        let mut s = self.lock();
+        (!s.overflowed && !s.failed).then(|| self.next_attempt(&mut s))
+    }
+
+    fn next_attempt(&self, s: &mut Shared) -> ReplayBody {
         s.newest += 1;
         ReplayBody {
             shared: self.shared.clone(),
@@ -105,7 +117,13 @@ impl Body for ReplayBody {
             return Poll::Ready(None);
         }
         let mut s = this.shared.lock().unwrap_or_else(|e| e.into_inner());
-        if this.pos < s.chunks.len() && !s.overflowed {
+        if this.pos < s.chunks.len() {
+            if s.overflowed {
+                // What this attempt still needs is no longer all kept: fail it rather than
+                // end a truncated body as if it were complete.
+                this.done = true;
+                return Poll::Ready(Some(Err(Box::new(Superseded))));
+            }
             let chunk = s.chunks[this.pos].clone();
             this.pos += 1;
             return Poll::Ready(Some(Ok(Frame::data(chunk))));
@@ -144,8 +162,11 @@ impl Body for ReplayBody {
                             s.stored += data.len();
                             s.chunks.push(data.clone());
                             this.pos = s.chunks.len();
-                        } else {
+                        } else if !s.overflowed {
+                            // No replay is possible any more: let the kept chunks go.
                             s.overflowed = true;
+                            s.chunks = Vec::new();
+                            this.pos = 0;
                         }
                         Frame::data(data)
                     }
@@ -209,11 +230,11 @@ mod tests {
         let f = first.frame().await.unwrap().unwrap();
         assert_eq!(f.into_data().unwrap(), "ab");
         assert!(r.can_replay());
-        let second = r.attempt();
+        let second = r.try_attempt().unwrap();
         // The superseded attempt cannot read past what is kept.
         assert!(first.frame().await.unwrap().is_err());
         assert_eq!(text(second).await.unwrap(), "abcdef");
-        assert_eq!(text(r.attempt()).await.unwrap(), "abcdef");
+        assert_eq!(text(r.try_attempt().unwrap()).await.unwrap(), "abcdef");
     }
 
     #[tokio::test]
@@ -221,6 +242,7 @@ mod tests {
         let r = Replay::new(streaming(&["abcd", "efgh"]), 6);
         assert_eq!(text(r.attempt()).await.unwrap(), "abcdefgh");
         assert!(!r.can_replay());
+        assert!(r.try_attempt().is_none());
     }
 
     #[tokio::test]
@@ -229,7 +251,7 @@ mod tests {
         let a = r.attempt();
         assert_eq!(a.size_hint().exact(), Some(5));
         assert_eq!(text(a).await.unwrap(), "hello");
-        let b = r.attempt();
+        let b = r.try_attempt().unwrap();
         assert_eq!(b.size_hint().exact(), Some(5));
         assert_eq!(text(b).await.unwrap(), "hello");
     }

@@ -963,3 +963,46 @@ async fn without_panic_mode_nothing_available_is_503() {
     assert_eq!(resp.headers()["retry-after"], "10");
     assert!(mock.seen().is_empty());
 }
+
+/// A request's own deadline running out is not the endpoint's fault: a client sending a
+/// tiny `grpc-timeout` must not get a healthy endpoint ejected.
+#[tokio::test(start_paused = true)]
+async fn a_timeout_from_the_requests_deadline_does_not_eject() {
+    let mock = MockConnector::new(|_, _| MockReply::Hang);
+    // Default outlier detection: one gateway failure ejects.
+    let up = upstream(mock.clone(), &[9001, 9002], UpstreamPolicy::default());
+    let p = proxy_with(&up, retry());
+    let mut req = get();
+    req.headers_mut()
+        .insert("grpc-timeout", HeaderValue::from_static("5m"));
+    assert_eq!(p.handle(req).await.status(), StatusCode::GATEWAY_TIMEOUT);
+    let now = Instant::now();
+    assert!(
+        up.endpoints().iter().all(|e| e.is_available(now)),
+        "an endpoint was ejected for the client's deadline"
+    );
+}
+
+/// `max_retries` counts retries in flight across requests: one request retrying twice holds
+/// one slot at a time, so `max_retries = 1` lets it make both retries.
+#[tokio::test(start_paused = true)]
+async fn one_request_holds_one_retry_slot_at_a_time() {
+    let mock = MockConnector::new(|addr, _| {
+        if addr.port() == 9003 {
+            MockReply::text(200, "ok")
+        } else {
+            MockReply::Refuse
+        }
+    });
+    let policy = UpstreamPolicy {
+        breaker: BreakerLimits {
+            max_retries: Some(1),
+            ..BreakerLimits::default()
+        },
+        ..no_ejection()
+    };
+    let up = upstream(mock.clone(), &[9001, 9002, 9003], policy);
+    let p = proxy_with(&up, retry());
+    assert_eq!(p.handle(get()).await.status(), StatusCode::OK);
+    assert_eq!(ports(&mock).len(), 3);
+}

@@ -80,6 +80,8 @@ impl RetryPolicy {
     pub fn retries_error(&self, error: &UpstreamError, unsent: bool) -> bool {
         match error {
             UpstreamError::Connect(_) | UpstreamError::ConnectTimeout => self.on.connect_failure,
+            // The upstream-wide connection limit: another attempt would hit it too.
+            UpstreamError::ConnectionLimit => false,
             // Refused streams (HTTP/2 REFUSED_STREAM, GOAWAY) were never processed.
             _ if unsent => true,
             UpstreamError::Io(_) | UpstreamError::BadResponse(_) => self.on.reset,

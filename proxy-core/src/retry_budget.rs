@@ -68,7 +68,8 @@ impl RetryBudget {
         let sec = self.second(now);
         let b = &self.buckets[(sec % WINDOW_SECS) as usize];
         let seen = b.second.load(Ordering::Acquire);
-        if seen != sec
+        // Buckets only move forward, so a late caller cannot reset a newer second.
+        if seen < sec
             && b.second
                 .compare_exchange(seen, sec, Ordering::AcqRel, Ordering::Acquire)
                 .is_ok()

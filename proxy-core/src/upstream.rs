@@ -164,8 +164,36 @@ impl Upstream {
     }
 
     /// Which endpoints may take requests now: healthy primaries; healthy backups when no
-    /// primary is available; every primary (panic) when too few are available.
+    /// primary is available; every primary (panic) when too few are available. Logs when
+    /// panic mode starts or ends.
     pub fn selection(&self, now: Instant) -> Option<Selection> {
+        let (selection, primaries_up, primaries) = self.assess(now);
+        let panic = selection == Some(Selection::Panic);
+        // Read first: a swap on every pick would bounce the cache line between cores.
+        if self.panicking.load(Ordering::Relaxed) != panic
+            && self.panicking.swap(panic, Ordering::Relaxed) != panic
+        {
+            if panic {
+                tracing::warn!(
+                    upstream = %self.name,
+                    available = primaries_up,
+                    primaries,
+                    panic_threshold = self.policy.health.panic_threshold,
+                    "too few endpoints available: balancing over all of them (panic mode)"
+                );
+            } else {
+                tracing::info!(upstream = %self.name, available = primaries_up, primaries, "panic mode over");
+            }
+        }
+        selection
+    }
+
+    /// What [`Upstream::selection`] would answer, without logging (for reports).
+    pub fn current_selection(&self, now: Instant) -> Option<Selection> {
+        self.assess(now).0
+    }
+
+    fn assess(&self, now: Instant) -> (Option<Selection>, usize, usize) {
         let (mut primaries, mut primaries_up, mut backups_up) = (0usize, 0usize, 0usize);
         for e in &self.endpoints {
             let up = e.is_available(now);
@@ -178,32 +206,15 @@ impl Upstream {
         }
         let threshold = usize::from(self.policy.health.panic_threshold.min(100));
         let selection = if primaries_up > 0 && primaries_up * 100 >= threshold * primaries {
-            Selection::Primary
+            Some(Selection::Primary)
         } else if primaries_up == 0 && backups_up > 0 {
-            Selection::Backup
+            Some(Selection::Backup)
         } else if threshold > 0 && primaries > 0 {
-            Selection::Panic
+            Some(Selection::Panic)
         } else {
-            return None;
+            None
         };
-        let panic = selection == Selection::Panic;
-        // Read first: a swap on every pick would bounce the cache line between cores.
-        if self.panicking.load(Ordering::Relaxed) != panic
-            && self.panicking.swap(panic, Ordering::Relaxed) != panic
-        {
-            if panic {
-                tracing::warn!(
-                    upstream = %self.name,
-                    available = primaries_up,
-                    primaries,
-                    panic_threshold = threshold,
-                    "too few endpoints available: balancing over all of them (panic mode)"
-                );
-            } else {
-                tracing::info!(upstream = %self.name, available = primaries_up, primaries, "panic mode over");
-            }
-        }
-        Some(selection)
+        (selection, primaries_up, primaries)
     }
 
     /// Picks an endpoint not in `tried` among those [`Upstream::selection`] allows, or any of
@@ -312,13 +323,14 @@ impl Upstream {
 
     /// Takes over the health of the same servers (same address and role) in `old`.
     pub fn inherit_health(&self, old: &Upstream) {
+        let keep_checks = self.policy.health.active.is_some();
         for ep in &self.endpoints {
             if let Some(prev) = old
                 .endpoints
                 .iter()
                 .find(|o| o.addr() == ep.addr() && o.is_backup() == ep.is_backup())
             {
-                ep.inherit(prev);
+                ep.inherit(prev, keep_checks);
             }
         }
     }

@@ -13,6 +13,7 @@ use super::{ActiveCheck, CheckKind, HttpCheck};
 use crate::body;
 use crate::connector::{ConnectOptions, TcpDialer};
 use crate::endpoint::Endpoint;
+use crate::error::UpstreamError;
 use crate::upstream::Upstream;
 
 /// How often outlier-detection timers are looked at (ended ejections are logged within it).
@@ -28,6 +29,9 @@ pub enum ProbeOutcome {
     Passed,
     /// It did not; the reason is for the log.
     Failed(String),
+    /// The probe could not be made for a reason that says nothing about the endpoint (the
+    /// upstream's own connection limit); it is not counted.
+    Inconclusive(String),
 }
 
 /// Probes `endpoint` once as `check` says, within `check.timeout`.
@@ -73,10 +77,19 @@ async fn http_probe(
     };
     let resp = match upstream.connector().send(endpoint, opts, req).await {
         Ok(r) => r,
+        Err(e) if matches!(e.error, UpstreamError::ConnectionLimit) => {
+            return ProbeOutcome::Inconclusive(error_chain(&e.error));
+        }
         Err(e) => return ProbeOutcome::Failed(error_chain(&e.error)),
     };
     let status = resp.status().as_u16();
-    // Read the body (bounded) so a keep-alive connection can be reused by the next probe.
+    if !check.status_passes(status) {
+        return ProbeOutcome::Failed(format!("status {status}"));
+    }
+    let Some(needle) = &check.body_contains else {
+        // The body is not read: a health path that streams must not time the probe out.
+        return ProbeOutcome::Passed;
+    };
     let mut body = resp.into_body();
     let mut seen = BytesMut::new();
     while seen.len() < HttpCheck::MAX_BODY {
@@ -91,15 +104,11 @@ async fn http_probe(
             None => break,
         }
     }
-    if !check.status_passes(status) {
-        return ProbeOutcome::Failed(format!("status {status}"));
+    if contains(&seen, needle) {
+        ProbeOutcome::Passed
+    } else {
+        ProbeOutcome::Failed("body does not contain the expected text".to_owned())
     }
-    if let Some(needle) = &check.body_contains
-        && !contains(&seen, needle)
-    {
-        return ProbeOutcome::Failed("body does not contain the expected text".to_owned());
-    }
-    ProbeOutcome::Passed
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
@@ -157,6 +166,11 @@ async fn probe_loop(upstream: Weak<Upstream>, index: usize, check: ActiveCheck) 
         }
         let detail = match &outcome {
             ProbeOutcome::Passed => None,
+            ProbeOutcome::Inconclusive(reason) => {
+                tracing::debug!(upstream = up.name(), endpoint = %endpoint.addr(), reason = reason.as_str(), "health check not made");
+                delay = check.interval + jitter(check.jitter);
+                continue;
+            }
             ProbeOutcome::Failed(reason) => {
                 tracing::debug!(upstream = up.name(), endpoint = %endpoint.addr(), reason = reason.as_str(), "health check failed");
                 Some(reason.as_str())

@@ -9,6 +9,14 @@ use tokio::time::Instant;
 
 use super::{ActiveCheck, OutlierPolicy, SlowStart};
 
+/// `t + d`, or a year after `t` when `d` is too long to represent (configured durations are
+/// not bounded).
+fn far_after(t: Instant, d: Duration) -> Instant {
+    t.checked_add(d)
+        .or_else(|| t.checked_add(Duration::from_secs(365 * 24 * 3600)))
+        .unwrap_or(t)
+}
+
 /// `ramp_from` when the endpoint never became available after being out.
 const NO_RAMP: i64 = i64::MIN;
 
@@ -65,7 +73,8 @@ pub struct HealthView {
     pub checks_failing: bool,
     /// Time left of the current ejection, if ejected.
     pub ejected_for: Option<Duration>,
-    /// Ejections in a row (decays while the endpoint behaves).
+    /// Ejections in a row, as of the last ejection (the decay for good behaviour since is
+    /// applied when the next ejection is decided).
     pub ejections: u32,
     /// Slow-start weight multiplier, 1.0 outside a ramp.
     pub weight_factor: f64,
@@ -110,7 +119,7 @@ struct State {
 /// How a finished request went, as passive health sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Outcome {
-    /// A response below 500 (or any response when 5xx are not counted).
+    /// A response below 500.
     Success,
     /// A 5xx response.
     ServerError,
@@ -288,7 +297,7 @@ impl EndpointHealth {
         let length = base
             .saturating_mul(s.ejections)
             .min(policy.max_ejection.max(base));
-        let until = now + length;
+        let until = far_after(now, length);
         self.ejected_until
             .store(self.nanos(until), Ordering::Relaxed);
         // Slow start ramps from the end of the ejection.
@@ -426,7 +435,9 @@ impl EndpointHealth {
 
     /// Takes over another endpoint's health (the same server in a reloaded configuration),
     /// so that a reload neither forgets an outage nor re-probes healthy servers from scratch.
-    pub fn inherit(&self, old: &EndpointHealth) {
+    /// `keep_checks` is false when the new configuration has no active checks: nothing
+    /// could ever clear a failing-checks state then.
+    pub fn inherit(&self, old: &EndpointHealth, keep_checks: bool) {
         let state = old.lock().clone();
         let now = Instant::now();
         let ejected = old.is_ejected_for(now);
@@ -434,12 +445,12 @@ impl EndpointHealth {
             if ejected.is_zero() {
                 0
             } else {
-                self.nanos(now + ejected)
+                self.nanos(far_after(now, ejected))
             },
             Ordering::Relaxed,
         );
         self.checks_failing.store(
-            old.checks_failing.load(Ordering::Relaxed),
+            keep_checks && old.checks_failing.load(Ordering::Relaxed),
             Ordering::Relaxed,
         );
         let ramp = old.ramp_start().map_or(NO_RAMP, |t| self.signed_nanos(t));

@@ -542,7 +542,7 @@ async fn inherit_copies_ejection_checks_and_ejection_count() {
     tokio::time::advance(secs(3)).await;
     let now = Instant::now();
     let new = EndpointHealth::new(false);
-    new.inherit(&old);
+    new.inherit(&old, true);
     let v = new.view(now, None);
     assert!(!v.available);
     assert!(v.checks_failing);
@@ -565,9 +565,16 @@ async fn inherit_copies_ejection_checks_and_ejection_count() {
     // A healthy endpoint's state is inherited as healthy.
     let fresh = EndpointHealth::new(false);
     let healed = EndpointHealth::new(true);
-    healed.inherit(&fresh);
+    healed.inherit(&fresh, true);
     assert!(healed.is_available(now));
     assert_eq!(healed.view(now, None).ejections, 0);
+
+    // Without active checks in the new configuration, failing checks are not carried over:
+    // nothing would ever clear them.
+    let unchecked = EndpointHealth::new(false);
+    unchecked.inherit(&old, false);
+    assert!(!unchecked.view(now, None).checks_failing);
+    assert!(unchecked.is_ejected(now), "the ejection still carries over");
 }
 
 #[tokio::test(start_paused = true)]
@@ -585,7 +592,7 @@ async fn inherit_keeps_a_slow_start_ramp_in_progress() {
     assert_close(old.weight_factor(now, Some(&ss)), 0.5);
     // A reload at half way: the new endpoint carries on from there.
     let new = EndpointHealth::new(false);
-    new.inherit(&old);
+    new.inherit(&old, true);
     assert_close(new.weight_factor(now, Some(&ss)), 0.5);
     assert_close(new.weight_factor(now + secs(15), Some(&ss)), 1.0);
 }
@@ -604,7 +611,7 @@ async fn inherit_keeps_a_finished_slow_start_ramp_finished() {
     let later = Instant::now();
     assert_close(old.weight_factor(later, Some(&ss)), 1.0);
     let reloaded = EndpointHealth::new(false);
-    reloaded.inherit(&old);
+    reloaded.inherit(&old, true);
     assert_close(reloaded.weight_factor(later, Some(&ss)), 1.0);
 }
 

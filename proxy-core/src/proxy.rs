@@ -715,6 +715,7 @@ async fn proxy_to_upstream(
     let mut tried: Vec<usize> = Vec::with_capacity(2);
     let mut last_error: Option<UpstreamError> = None;
     let mut retry_permit: Option<RetryPermit> = None;
+    let mut slow_endpoint = false;
 
     while let Some(mut req) = next.take() {
         let now = Instant::now();
@@ -722,7 +723,16 @@ async fn proxy_to_upstream(
         if left.is_some_and(|l| l.is_zero()) {
             return Err(ProxyError::DeadlineExceeded);
         }
-        let Some(index) = upstream.pick(now, &tried, hash) else {
+        // Untried endpoints first; a tried one again only when every one was, and not right
+        // after it timed out on the upstream's own timeouts, which would likely make the
+        // client wait that long again (a route's shorter per-try timeout is meant to be
+        // retried).
+        let picked = upstream.pick(now, &tried, hash).or_else(|| {
+            (!tried.is_empty() && !slow_endpoint)
+                .then(|| upstream.pick(now, &[], hash))
+                .flatten()
+        });
+        let Some(index) = picked else {
             break;
         };
         tried.push(index);
@@ -863,6 +873,11 @@ async fn proxy_to_upstream(
                 if error.is_endpoint_failure() {
                     upstream.record(index, Outcome::GatewayFailure, now);
                 }
+                let per_try_bound = retry
+                    .per_try_timeout
+                    .is_some_and(|t| t < timeouts.response_header);
+                slow_endpoint = matches!(error, UpstreamError::ConnectTimeout)
+                    || (matches!(error, UpstreamError::ResponseTimeout) && !per_try_bound);
                 tracing::warn!(
                     upstream = upstream.name(),
                     endpoint = %endpoint.addr(),

@@ -1006,3 +1006,14 @@ async fn one_request_holds_one_retry_slot_at_a_time() {
     assert_eq!(p.handle(get()).await.status(), StatusCode::OK);
     assert_eq!(ports(&mock).len(), 3);
 }
+
+/// After the upstream's own response-header timeout the same endpoint is not tried again:
+/// the client would wait that long once more.
+#[tokio::test(start_paused = true)]
+async fn an_endpoint_that_timed_out_is_not_tried_again() {
+    let mock = MockConnector::new(|_, _| MockReply::Hang);
+    let up = upstream(mock.clone(), &[9001], no_ejection());
+    let p = proxy_with(&up, retry());
+    assert_eq!(p.handle(get()).await.status(), StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(ports(&mock), [9001]);
+}

@@ -217,8 +217,8 @@ impl Upstream {
         (selection, primaries_up, primaries)
     }
 
-    /// Picks an endpoint not in `tried` among those [`Upstream::selection`] allows, or any of
-    /// those when every one was tried; `None` when none is eligible.
+    /// Picks an endpoint not in `tried` among those [`Upstream::selection`] allows; `None`
+    /// when none is eligible.
     pub fn pick(&self, now: Instant, tried: &[usize], hash: Option<u64>) -> Option<usize> {
         let select = self.selection(now)?;
         let ctx = PickContext {
@@ -228,13 +228,7 @@ impl Upstream {
             select,
             slow_start: self.policy.health.slow_start.as_ref(),
         };
-        self.balancer.pick(&self.endpoints, &ctx).or_else(|| {
-            if tried.is_empty() {
-                return None;
-            }
-            self.balancer
-                .pick(&self.endpoints, &PickContext { tried: &[], ..ctx })
-        })
+        self.balancer.pick(&self.endpoints, &ctx)
     }
 
     /// True when one more endpoint may be ejected: at most `max_ejection_percent` of them

@@ -5,6 +5,7 @@
 //! | case     | protocol            | client                    | compared with |
 //! |----------|---------------------|---------------------------|---------------|
 //! | `h1`     | HTTP/1.1 keep-alive | wrk `-t1 -c64`            | nginx         |
+//! | `h1-100k`| HTTP/1.1, 100 KiB   | wrk `-t1 -c64`            | nginx         |
 //! | `h2-tls` | HTTP/2 over TLS     | h2load `-t1 -c16 -m10`    | nginx         |
 //! | `h3`     | HTTP/3 over QUIC    | loadgen, 16 conns × 10    | Caddy         |
 //! | `h2-lg`  | HTTP/2 over TLS     | loadgen, 16 conns × 10    | Caddy         |
@@ -22,7 +23,13 @@
 //! proxy's utime+stime delta (from `/proc/PID/stat`, nginx: master plus workers) over the
 //! requests; CPU % is that delta over the run's wall time (near 100 % means the proxy was the
 //! bottleneck). Caddy is optional: without it the `h3`/`h2-lg` cases measure proxy-bin alone.
-//! `--cases h1,h3` runs a subset.
+//! `--cases h1,h3` runs a subset; `--quick` is one 3 s round of `h1`, `h1-100k` and
+//! `h2-tls`, for smoke checks.
+//!
+//! The report ends with one line to track over time,
+//! `bench ratios vs nginx: h1-1k=R h1-100k=R h2-1k=R idle-mem=R` (proxy-bin / nginx in
+//! requests/s; `-` for a case not run or not measured yet), and the whole run is written as
+//! JSON to `target/bench/compare-UNIXTIME.json`.
 
 use std::fmt::Write as _;
 use std::fs;
@@ -50,6 +57,10 @@ const WARMUP_SECS: u64 = 2;
 /// Size of the origin's response body.
 const BODY_BYTES: usize = 1024;
 
+/// Size of the origin's large response body, and its path.
+const LARGE_BODY_BYTES: usize = 100 * 1024;
+const LARGE_PATH: &str = "/100k";
+
 /// The name every target serves (certificate, SNI, `:authority`).
 const HOST: &str = "bench.test";
 
@@ -72,6 +83,11 @@ pub(crate) fn run(args: &[String]) -> Result<bool> {
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--compare" => {}
+            "--quick" => {
+                options.duration_secs = 3;
+                options.rounds = 1;
+                options.cases = vec![Scenario::Http1, Scenario::Http1Large, Scenario::Http2Tls];
+            }
             "--duration" => {
                 let value = args.next().context("--duration needs a value (seconds)")?;
                 options.duration_secs = value
@@ -94,7 +110,7 @@ pub(crate) fn run(args: &[String]) -> Result<bool> {
             "--cases" => {
                 let value = args
                     .next()
-                    .context("--cases needs a value (h1,h2-tls,h3,h2-lg)")?;
+                    .context("--cases needs a value (h1,h1-100k,h2-tls,h3,h2-lg,cache)")?;
                 options.cases = value
                     .split(',')
                     .map(|name| {
@@ -103,7 +119,7 @@ pub(crate) fn run(args: &[String]) -> Result<bool> {
                             .find(|s| s.name() == name.trim())
                             .with_context(|| {
                                 format!(
-                                    "--cases: unknown case `{name}` (h1, h2-tls, h3, h2-lg, cache)"
+                                    "--cases: unknown case `{name}` (h1, h1-100k, h2-tls, h3, h2-lg, cache)"
                                 )
                             })
                     })
@@ -111,7 +127,7 @@ pub(crate) fn run(args: &[String]) -> Result<bool> {
             }
             other => bail!(
                 "unknown argument `{other}` with --compare \
-                 (expected --duration SECS, --rounds N, --cases h1,h2-tls,h3,h2-lg,cache)"
+                 (expected --quick, --duration SECS, --rounds N, --cases h1,h1-100k,h2-tls,h3,h2-lg,cache)"
             ),
         }
     }
@@ -168,6 +184,8 @@ struct Sample {
 enum Scenario {
     /// HTTP/1.1 keep-alive, cleartext, wrk.
     Http1,
+    /// The same with a 100 KiB body.
+    Http1Large,
     /// HTTP/2 over TLS, h2load.
     Http2Tls,
     /// HTTP/3 over QUIC, loadgen.
@@ -179,8 +197,9 @@ enum Scenario {
 }
 
 impl Scenario {
-    const ALL: [Scenario; 5] = [
+    const ALL: [Scenario; 6] = [
         Scenario::Http1,
+        Scenario::Http1Large,
         Scenario::Http2Tls,
         Scenario::Http3,
         Scenario::Http2Loadgen,
@@ -190,6 +209,7 @@ impl Scenario {
     fn name(self) -> &'static str {
         match self {
             Scenario::Http1 => "h1",
+            Scenario::Http1Large => "h1-100k",
             Scenario::Http2Tls => "h2-tls",
             Scenario::Http3 => "h3",
             Scenario::Http2Loadgen => "h2-lg",
@@ -200,14 +220,16 @@ impl Scenario {
     /// The server proxy-bin is compared with.
     fn baseline(self) -> &'static str {
         match self {
-            Scenario::Http1 | Scenario::Http2Tls | Scenario::CacheHit => "nginx",
+            Scenario::Http1 | Scenario::Http1Large | Scenario::Http2Tls | Scenario::CacheHit => {
+                "nginx"
+            }
             Scenario::Http3 | Scenario::Http2Loadgen => "caddy",
         }
     }
 
     fn client(self) -> &'static str {
         match self {
-            Scenario::Http1 | Scenario::CacheHit => "wrk",
+            Scenario::Http1 | Scenario::Http1Large | Scenario::CacheHit => "wrk",
             Scenario::Http2Tls => "h2load",
             Scenario::Http3 | Scenario::Http2Loadgen => "loadgen",
         }
@@ -216,7 +238,10 @@ impl Scenario {
 
 fn compare(options: &Options) -> Result<bool> {
     let mut needed = vec!["nginx", "openssl"];
-    if options.runs(Scenario::Http1) || options.runs(Scenario::CacheHit) {
+    if options.runs(Scenario::Http1)
+        || options.runs(Scenario::Http1Large)
+        || options.runs(Scenario::CacheHit)
+    {
         needed.push("wrk");
     }
     if options.runs(Scenario::Http2Tls) {
@@ -312,7 +337,7 @@ fn measure(options: &Options, tools: &Tools<'_>, dir: &Path, pin: bool) -> Resul
     ] = process::free_ports()?;
     let (cert, key) = self_signed(dir)?;
 
-    let mut origin = start_nginx(dir, "origin", &origin_conf(dir, origin_port), load_core)?;
+    let mut origin = start_nginx(dir, "origin", &origin_conf(dir, origin_port)?, load_core)?;
     origin.wait_for_port(origin_port, Duration::from_secs(10))?;
     let mut nginx = start_nginx(
         dir,
@@ -358,7 +383,12 @@ fn measure(options: &Options, tools: &Tools<'_>, dir: &Path, pin: bool) -> Resul
         tls_port: nginx_tls_port,
         guard: &nginx,
         with_children: true,
-        cases: &[Scenario::Http1, Scenario::Http2Tls, Scenario::CacheHit],
+        cases: &[
+            Scenario::Http1,
+            Scenario::Http1Large,
+            Scenario::Http2Tls,
+            Scenario::CacheHit,
+        ],
     }];
     if let Some(caddy) = &caddy {
         targets.push(Target {
@@ -464,6 +494,12 @@ fn measure(options: &Options, tools: &Tools<'_>, dir: &Path, pin: bool) -> Resul
     drop(nginx);
     drop(origin);
     print!("{}", report(&samples, &options.cases, &rss));
+    match write_json(&samples, &rss) {
+        Ok(path) => println!("bench: results written to {}", path.display()),
+        Err(e) => println!("bench: results not written: {e:#}"),
+    }
+    // Last, so that it can be tracked.
+    println!("{}", summary_line(&samples));
     Ok(true)
 }
 
@@ -587,6 +623,90 @@ fn report(samples: &[Sample], cases: &[Scenario], rss: &[(&str, Option<u64>)]) -
     out
 }
 
+/// The median over the rounds of proxy-bin's requests/s over nginx's for `scenario`.
+fn rps_ratio_to_nginx(samples: &[Sample], scenario: Scenario) -> Option<f64> {
+    let rounds = samples.iter().map(|s| s.round).max().unwrap_or(0);
+    let rps = |round: usize, target: &str| {
+        samples
+            .iter()
+            .find(|s| s.round == round && s.scenario == scenario && s.target == target)
+            .map(|s| s.requests_per_sec)
+    };
+    median(
+        (1..=rounds)
+            .filter_map(|round| Some(rps(round, "proxy-bin")? / rps(round, "nginx")?))
+            .collect(),
+    )
+}
+
+/// `bench ratios vs nginx: h1-1k=R h1-100k=R h2-1k=R idle-mem=R`; idle connection memory is
+/// not measured by this harness yet, so it is always `-`.
+fn summary_line(samples: &[Sample]) -> String {
+    let r = |scenario| {
+        rps_ratio_to_nginx(samples, scenario).map_or_else(|| "-".to_owned(), |r| format!("{r:.2}"))
+    };
+    format!(
+        "bench ratios vs nginx: h1-1k={} h1-100k={} h2-1k={} idle-mem=-",
+        r(Scenario::Http1),
+        r(Scenario::Http1Large),
+        r(Scenario::Http2Tls)
+    )
+}
+
+/// Writes every sample, the peak RSS and the summary ratios as JSON under `target/bench/`.
+fn write_json(samples: &[Sample], rss: &[(&str, Option<u64>)]) -> Result<PathBuf> {
+    let num = |v: Option<f64>| match v {
+        Some(v) if v.is_finite() => format!("{v:.3}"),
+        _ => "null".to_owned(),
+    };
+    let esc = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
+    let mut out = String::from("{\n  \"samples\": [\n");
+    for (i, s) in samples.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "    {{\"round\": {}, \"case\": \"{}\", \"target\": \"{}\", \"requests_per_sec\": {}, \
+             \"p50_ms\": {}, \"p99_ms\": {}, \"cpu_us_per_request\": {}, \"cpu_percent\": {}, \
+             \"notes\": \"{}\"}}{}",
+            s.round,
+            s.scenario.name(),
+            s.target,
+            num(Some(s.requests_per_sec)),
+            num(s.p50_ms),
+            num(s.p99_ms),
+            num(Some(s.cpu_us_per_request)),
+            num(Some(s.cpu_percent)),
+            esc(&s.notes),
+            if i + 1 < samples.len() { "," } else { "" }
+        );
+    }
+    out.push_str("  ],\n  \"peak_rss_kib\": {");
+    let rss: Vec<String> = rss
+        .iter()
+        .map(|(name, kib)| {
+            format!(
+                "\"{name}\": {}",
+                kib.map_or("null".to_owned(), |k| k.to_string())
+            )
+        })
+        .collect();
+    out.push_str(&rss.join(", "));
+    let _ = write!(
+        out,
+        "}},\n  \"ratios_vs_nginx\": {{\"h1-1k\": {}, \"h1-100k\": {}, \"h2-1k\": {}, \"idle-mem\": null}}\n}}\n",
+        num(rps_ratio_to_nginx(samples, Scenario::Http1)),
+        num(rps_ratio_to_nginx(samples, Scenario::Http1Large)),
+        num(rps_ratio_to_nginx(samples, Scenario::Http2Tls)),
+    );
+    let dir = process::workspace_root()?.join("target").join("bench");
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let path = dir.join(format!("compare-{secs}.json"));
+    fs::write(&path, out).with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
+}
+
 /// The median of the finite values (the upper one of an even count), `None` when none.
 fn median(mut values: Vec<f64>) -> Option<f64> {
     values.retain(|v| v.is_finite());
@@ -678,20 +798,29 @@ fn nginx_http_common(dir: &Path, name: &str) -> String {
     )
 }
 
-fn origin_conf(dir: &Path, port: u16) -> String {
+fn origin_conf(dir: &Path, port: u16) -> Result<String> {
     let body: String = (b'a'..=b'z')
         .cycle()
         .take(BODY_BYTES)
         .map(char::from)
         .collect();
-    format!(
+    let large: String = (b'a'..=b'z')
+        .cycle()
+        .take(LARGE_BODY_BYTES)
+        .map(char::from)
+        .collect();
+    let large_file = dir.join("100k.txt");
+    fs::write(&large_file, large).context("writing the origin's 100 KiB body")?;
+    Ok(format!(
         "{}http {{\n{}    server {{\n        listen 127.0.0.1:{port};\n        \
          default_type text/plain;\n        location / {{ return 200 \"{body}\"; }}\n        \
+         location = {LARGE_PATH} {{ alias {}; }}\n        \
          location /cached/ {{ add_header Cache-Control \"public, max-age=3600\"; \
          return 200 \"{body}\"; }}\n    }}\n}}\n",
         nginx_common(dir, "origin"),
         nginx_http_common(dir, "origin"),
-    )
+        large_file.display(),
+    ))
 }
 
 fn nginx_proxy_conf(
@@ -840,6 +969,12 @@ fn load(
         Scenario::Http1 => wrk(
             target.port.context("no cleartext HTTP/1.1 port")?,
             "/",
+            secs,
+            core,
+        ),
+        Scenario::Http1Large => wrk(
+            target.port.context("no cleartext HTTP/1.1 port")?,
+            LARGE_PATH,
             secs,
             core,
         ),

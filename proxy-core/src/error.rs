@@ -63,6 +63,25 @@ impl UpstreamError {
     }
 }
 
+/// The messages of `e`'s sources (and of `e` itself with `include_self`), joined by `: `,
+/// for log fields.
+pub(crate) fn chain(e: &(dyn std::error::Error + 'static), include_self: bool) -> String {
+    let mut out = if include_self {
+        e.to_string()
+    } else {
+        String::new()
+    };
+    let mut source = e.source();
+    while let Some(s) = source {
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
 /// What a [`crate::Connector`] returns on failure.
 #[derive(Debug)]
 pub struct SendError {

@@ -755,17 +755,14 @@ async fn proxy_to_upstream(
         let opts = ConnectOptions {
             connect_timeout: cap(timeouts.connect),
         };
-        let header_timeout = cap(retry.per_try_timeout.map_or(timeouts.response_header, |t| {
+        let try_timeout = retry.per_try_timeout.map_or(timeouts.response_header, |t| {
             t.min(timeouts.response_header)
-        }));
+        });
+        let header_timeout = cap(try_timeout);
         // Whether a timeout of this attempt would be the request's deadline rather than the
         // endpoint's slowness (which must not count against the endpoint's health).
         let connect_capped = opts.connect_timeout < timeouts.connect;
-        let header_capped = left.is_some_and(|l| {
-            l < retry.per_try_timeout.map_or(timeouts.response_header, |t| {
-                t.min(timeouts.response_header)
-            })
-        });
+        let header_capped = header_timeout < try_timeout;
         let mut deadline_hit = false;
         let sent_at = Instant::now();
         let send = upstream.connector().send(endpoint, opts, req);
@@ -882,7 +879,7 @@ async fn proxy_to_upstream(
                     upstream = upstream.name(),
                     endpoint = %endpoint.addr(),
                     error = %error,
-                    cause = error_cause(&error),
+                    cause = crate::error::chain(&error, false),
                     request_id = entry.request_id.to_str().unwrap_or("-"),
                     "upstream attempt failed"
                 );
@@ -972,19 +969,6 @@ async fn backoff(retry: &RetryPolicy, attempts: usize, deadline: Option<Instant>
     }
     let until = Instant::now() + wait;
     tokio::time::sleep_until(deadline.map_or(until, |d| d.min(until))).await;
-}
-
-fn error_cause(error: &UpstreamError) -> String {
-    let mut out = String::new();
-    let mut source = std::error::Error::source(error);
-    while let Some(s) = source {
-        if !out.is_empty() {
-            out.push_str(": ");
-        }
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 fn is_length_limit(e: &(dyn std::error::Error + 'static)) -> bool {

@@ -104,17 +104,14 @@ impl RetryBudget {
 
     /// Takes one retry from the budget; false when the budget is spent.
     pub fn try_withdraw(&self, now: Instant) -> bool {
-        let (requests, retries) = self.totals(now);
-        let allowed = requests * u64::from(self.policy.percent) / 100
-            + u64::from(self.policy.min_per_second) * WINDOW_SECS;
-        if retries >= allowed {
+        if self.remaining(now) == 0 {
             return false;
         }
         self.bucket(now).retries.fetch_add(1, Ordering::Relaxed);
         true
     }
 
-    /// Retries left in the window right now (for reporting).
+    /// Retries left in the window right now.
     pub fn remaining(&self, now: Instant) -> u64 {
         let (requests, retries) = self.totals(now);
         (requests * u64::from(self.policy.percent) / 100

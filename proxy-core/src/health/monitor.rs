@@ -13,7 +13,7 @@ use super::{ActiveCheck, CheckKind, HttpCheck};
 use crate::body;
 use crate::connector::{ConnectOptions, TcpDialer};
 use crate::endpoint::Endpoint;
-use crate::error::UpstreamError;
+use crate::error::{UpstreamError, chain};
 use crate::upstream::Upstream;
 
 /// How often outlier-detection timers are looked at (ended ejections are logged within it).
@@ -44,7 +44,7 @@ pub async fn probe(
         match &check.kind {
             CheckKind::Tcp => match TcpDialer::connect(endpoint.addr(), check.timeout).await {
                 Ok(_) => ProbeOutcome::Passed,
-                Err(e) => ProbeOutcome::Failed(error_chain(&e)),
+                Err(e) => ProbeOutcome::Failed(chain(&e, true)),
             },
             CheckKind::Http(h) => http_probe(upstream, endpoint, h, check.timeout).await,
         }
@@ -78,9 +78,9 @@ async fn http_probe(
     let resp = match upstream.connector().send(endpoint, opts, req).await {
         Ok(r) => r,
         Err(e) if matches!(e.error, UpstreamError::ConnectionLimit) => {
-            return ProbeOutcome::Inconclusive(error_chain(&e.error));
+            return ProbeOutcome::Inconclusive(chain(&e.error, true));
         }
-        Err(e) => return ProbeOutcome::Failed(error_chain(&e.error)),
+        Err(e) => return ProbeOutcome::Failed(chain(&e.error, true)),
     };
     let status = resp.status().as_u16();
     if !check.status_passes(status) {
@@ -113,17 +113,6 @@ async fn http_probe(
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
-}
-
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 /// Starts the health tasks of `upstream`: one probe loop per endpoint when active checks
